@@ -1,0 +1,234 @@
+"""The ingest path on both back ends: stored bytes, duplicates, versions, conflicts, errors."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from tests.support.data import real_files, require_real_data
+from tests.support.factory import make_dataset, uid, write
+from vna.archive import Archive
+from vna.errors import DuplicateRejected, MissingAttribute, NotDicom, StudyConflict
+from vna.index.tables import IngestConflict, Instance, Patient, Series, Study
+from vna.ingest import DUPLICATE, STORED, ingest_file, ingest_stream
+from vna.retrieve import find_instances, frames, open_instance
+from vna.verify import verify
+
+
+def _stored_bytes(archive: Archive, sop_uid: str) -> bytes:
+    ref = find_instances(archive, sop_instance_uid=sop_uid)[0]
+    with open_instance(archive, ref) as fp:
+        return fp.read()
+
+
+def test_real_files_stored_byte_identical(archive: Archive) -> None:
+    require_real_data()
+    for path in real_files():
+        result = ingest_file(archive, path, source="import")
+        assert result.status == STORED, path
+        assert _stored_bytes(archive, result.sop_instance_uid) == path.read_bytes()
+        assert result.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    report = verify(archive)
+    assert report.ok, report.as_dict()
+
+
+def test_stream_ingest_and_counts(archive: Archive, tmp_path: Path) -> None:
+    study, series = uid(), uid()
+    for i in range(3):
+        path = write(
+            make_dataset(study_uid=study, series_uid=series, instance_number=i + 1),
+            tmp_path / f"{i}.dcm",
+        )
+        with path.open("rb") as fp:
+            assert ingest_stream(archive, fp, source="stow").status == STORED
+    path = write(make_dataset(study_uid=study, modality="MR"), tmp_path / "mr.dcm")
+    ingest_file(archive, path, source="import")
+    with archive.db.read() as session:
+        row = session.execute(select(Study).where(Study.study_instance_uid == study)).scalar_one()
+        assert row.number_of_instances == 4
+        assert row.number_of_series == 2
+        assert row.modalities_in_study == "CT\\MR"
+        patient = session.get(Patient, row.patient_fk)
+        assert patient is not None and patient.number_of_instances == 4
+    assert not list(archive.spool_dir.glob("*.part"))
+
+
+def test_identical_duplicate_stores_nothing_new(archive: Archive, tmp_path: Path) -> None:
+    path = write(make_dataset(), tmp_path / "a.dcm")
+    first = ingest_file(archive, path, source="import")
+    second = ingest_file(archive, path, source="import")
+    assert (first.status, second.status) == (STORED, DUPLICATE)
+    assert len(list(archive.store.keys())) == 1
+    with archive.db.read() as session:
+        assert len(session.execute(select(Instance)).all()) == 1
+
+
+def test_changed_object_kept_as_new_version(archive: Archive, tmp_path: Path) -> None:
+    ds = make_dataset(study_description="first")
+    a = write(ds, tmp_path / "a.dcm")
+    ds.StudyDescription = "corrected"
+    b = write(ds, tmp_path / "b.dcm")
+    ingest_file(archive, a, source="import")
+    result = ingest_file(archive, b, source="import")
+    assert result.status == STORED and result.version == 2 and result.warnings
+    assert _stored_bytes(archive, ds.SOPInstanceUID) == b.read_bytes()
+    with archive.db.read() as session:
+        versions = session.execute(
+            select(Instance.version, Instance.is_current)
+            .where(Instance.sop_instance_uid == ds.SOPInstanceUID)
+            .order_by(Instance.version)
+        ).all()
+        in_series = session.execute(select(Series.number_of_instances)).scalar_one()
+    assert [tuple(v) for v in versions] == [(1, False), (2, True)]
+    assert in_series == 1
+    assert len(list(archive.store.keys())) == 2  # nothing lost
+
+
+def test_reject_policy_refuses_changed_duplicate(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    archive = Archive.open(settings.with_overrides(duplicate_policy="reject"))
+    try:
+        ds = make_dataset()
+        ingest_file(archive, write(ds, tmp_path / "a.dcm"), source="import")
+        ds.PatientName = "Other^Name"
+        with pytest.raises(DuplicateRejected):
+            ingest_file(archive, write(ds, tmp_path / "b.dcm"), source="import")
+        assert len(list(archive.store.keys())) == 1
+    finally:
+        archive.close()
+
+
+def test_overwrite_policy_replaces_and_audits(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from vna.index.tables import AuditEvent
+
+    archive = Archive.open(settings.with_overrides(duplicate_policy="overwrite"))
+    try:
+        ds = make_dataset()
+        ingest_file(archive, write(ds, tmp_path / "a.dcm"), source="import")
+        ds.PatientName = "Other^Name"
+        b = write(ds, tmp_path / "b.dcm")
+        ingest_file(archive, b, source="import")
+        assert len(list(archive.store.keys())) == 1
+        assert _stored_bytes(archive, ds.SOPInstanceUID) == b.read_bytes()
+        with archive.db.read() as session:
+            actions = session.execute(select(AuditEvent.action)).scalars().all()
+        assert actions == ["overwrite"]
+    finally:
+        archive.close()
+
+
+def test_patient_id_collision_is_a_warning(archive: Archive, tmp_path: Path) -> None:
+    ingest_file(
+        archive, write(make_dataset(patient_name="Doe^Jane"), tmp_path / "a.dcm"), source="import"
+    )
+    result = ingest_file(
+        archive,
+        write(make_dataset(patient_name="Roe^Richard"), tmp_path / "b.dcm"),
+        source="import",
+    )
+    assert result.status == STORED
+    assert any("collision" in w for w in result.warnings)
+    with archive.db.read() as session:
+        kinds = session.execute(select(IngestConflict.kind)).scalars().all()
+    assert kinds == ["patient-attributes"]
+
+
+def test_study_under_other_patient_is_flagged(archive: Archive, tmp_path: Path) -> None:
+    study = uid()
+    ingest_file(
+        archive,
+        write(make_dataset(patient_id="P1", study_uid=study), tmp_path / "a.dcm"),
+        source="import",
+    )
+    result = ingest_file(
+        archive,
+        write(
+            make_dataset(patient_id="P2", patient_name="X^Y", study_uid=study), tmp_path / "b.dcm"
+        ),
+        source="import",
+    )
+    assert result.status == STORED and any("another patient" in w for w in result.warnings)
+    with archive.db.read() as session:
+        row = session.execute(select(Study).where(Study.study_instance_uid == study)).scalar_one()
+        assert row.conflict is True
+        assert row.number_of_instances == 2
+        kinds = session.execute(select(IngestConflict.kind)).scalars().all()
+    assert "study-patient" in kinds
+
+
+def test_study_conflict_reject_policy(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    archive = Archive.open(settings.with_overrides(study_conflict_policy="reject"))
+    try:
+        study = uid()
+        ingest_file(
+            archive,
+            write(make_dataset(patient_id="P1", study_uid=study), tmp_path / "a.dcm"),
+            source="import",
+        )
+        with pytest.raises(StudyConflict):
+            ingest_file(
+                archive,
+                write(make_dataset(patient_id="P2", study_uid=study), tmp_path / "b.dcm"),
+                source="import",
+            )
+        assert len(list(archive.store.keys())) == 1
+    finally:
+        archive.close()
+
+
+def test_invalid_objects_store_nothing(archive: Archive, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"hello, not dicom" * 20)
+    with pytest.raises(NotDicom):
+        ingest_file(archive, junk, source="import")
+    ds = make_dataset()
+    del ds.StudyInstanceUID
+    with pytest.raises(MissingAttribute):
+        ingest_file(archive, write(ds, tmp_path / "nouid.dcm"), source="import")
+    with junk.open("rb") as fp, pytest.raises(NotDicom):
+        ingest_stream(archive, fp, source="stow")
+    assert list(archive.store.keys()) == []
+    assert not list(archive.spool_dir.glob("*.part"))
+
+
+def test_failed_index_commit_removes_object(
+    archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vna.index import writer
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise RuntimeError("index down")
+
+    monkeypatch.setattr(writer, "add_instance", boom)
+    with pytest.raises(RuntimeError):
+        ingest_file(archive, write(make_dataset(), tmp_path / "a.dcm"), source="import")
+    assert list(archive.store.keys()) == []
+
+
+def test_frames_read_by_range(archive: Archive, tmp_path: Path) -> None:
+    ds = make_dataset(rows=32, columns=32, frames=5)
+    ingest_file(archive, write(ds, tmp_path / "mf.dcm"), source="import")
+    ref = find_instances(archive, sop_instance_uid=ds.SOPInstanceUID)[0]
+    got = frames(archive, ref, [5, 1])
+    size = 32 * 32 * 2
+    assert got == [ds.PixelData[4 * size : 5 * size], ds.PixelData[:size]]
+
+
+def test_bare_dataset_gets_file_meta(archive: Archive, tmp_path: Path) -> None:
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    ds = make_dataset()
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, True
+    write_dataset(buffer, ds)
+    bare = tmp_path / "bare.dcm"
+    bare.write_bytes(buffer.getvalue())
+    with bare.open("rb") as fp:
+        result = ingest_stream(archive, fp, source="stow")
+    stored = _stored_bytes(archive, ds.SOPInstanceUID)
+    assert stored[128:132] == b"DICM"
+    assert stored.endswith(bare.read_bytes())
+    assert any("File Meta" in w for w in result.warnings)

@@ -1,0 +1,94 @@
+"""`vna serve`: run the DIMSE listener and the DICOMweb server over one archive.
+
+This is the only place that imports the front ends (ARCHITECTURE.md dependency rule).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from vna.archive import Archive
+from vna.cli.base import DataDir, app, console, fail, settings_from_cli
+from vna.errors import VnaError
+
+log = logging.getLogger(__name__)
+
+
+def _front_end(module: str) -> Any | None:
+    """Import a front end package's module, or None when it is not part of this install."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return None
+        raise
+
+
+async def _serve(archive: Archive, dimse: bool, http: bool) -> None:
+    settings = archive.settings
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    dimse_server = None
+    runner = None
+    dimse_mod = _front_end("dimse.server") if dimse else None
+    web_mod = _front_end("dicomweb.app") if http else None
+    if dimse_mod is not None:
+        dimse_server = dimse_mod.DimseServer(archive)
+        dimse_server.start()
+        console.print(
+            f"DIMSE: AE {settings.ae_title} on {settings.bind_address}:{settings.dimse_port}",
+            highlight=False,
+        )
+    if web_mod is not None:
+        from aiohttp import web
+
+        runner = web.AppRunner(web_mod.create_app(archive), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.bind_address, settings.http_port)
+        await site.start()
+        console.print(
+            f"DICOMweb: http://{settings.bind_address}:{settings.http_port}/dicom-web",
+            highlight=False,
+        )
+    if dimse_server is None and runner is None:
+        console.print("no front end is enabled; nothing to serve")
+        return
+    console.print(f"archive: {archive.describe()} — Ctrl-C to stop", highlight=False)
+    try:
+        await stop.wait()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        if dimse_server is not None:
+            dimse_server.stop()
+
+
+@app.command("serve")
+def serve_command(
+    dimse: bool = typer.Option(True, "--dimse/--no-dimse", help="Run the DIMSE listener."),
+    http: bool = typer.Option(True, "--http/--no-http", help="Run the DICOMweb server."),
+    data_dir: Path | None = DataDir,
+) -> None:
+    """Run the archive: DIMSE on VNA_DIMSE_PORT and DICOMweb on VNA_HTTP_PORT."""
+    settings = settings_from_cli(data_dir)
+    try:
+        archive = Archive.open(settings)
+    except VnaError as exc:
+        fail(f"cannot open the archive: {exc}", 2)
+    try:
+        asyncio.run(_serve(archive, dimse, http))
+    except OSError as exc:
+        fail(f"cannot listen: {exc}", 2)
+    finally:
+        archive.close()

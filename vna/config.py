@@ -1,0 +1,223 @@
+"""Settings: one frozen object built from a TOML file and ``VNA_*`` environment variables.
+
+The TOML file is the path in ``VNA_CONFIG`` or ``./vna.toml`` when present; its keys are the
+field names below (``dimse_port = 11112``). Each field is also read from ``VNA_<NAME>``
+(``VNA_DIMSE_PORT``), and the environment wins. Nothing here is module-level state: callers
+build a Settings once and pass it down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+from urllib.parse import quote
+
+from vna.errors import ConfigError
+
+DUPLICATE_POLICIES = ("reject", "keep-both-versions", "overwrite")
+STUDY_CONFLICT_POLICIES = ("flag", "reject")
+
+
+def _doc(text: str, default: Any = MISSING, factory: Any = MISSING) -> Any:
+    """A dataclass field carrying its README documentation."""
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the archive. The README's settings table is generated from and tested
+    against these fields, so a new field needs a docstring line (``doc``) here."""
+
+    data_dir: Path = _doc("Folder holding the embedded index and object store.", Path("vna-data"))
+    index_url: str = _doc(
+        "SQLAlchemy URL of the index: `sqlite:///PATH` or `postgresql+psycopg://USER@HOST/DB`. "
+        "Empty means `sqlite:///DATA_DIR/index.sqlite3`.",
+        "",
+    )
+    store_url: str = _doc(
+        "Object store: `file:///PATH` or "
+        "`s3://BUCKET?endpoint=http://HOST:PORT&access_key=…&secret_key=…&region=…`. "
+        "Empty means `file://DATA_DIR/objects`.",
+        "",
+    )
+    s3_access_key: str = _doc("S3 access key when not given in `store_url`.", "")
+    s3_secret_key: str = _doc("S3 secret key when not given in `store_url`.", "")
+    ae_title: str = _doc("The archive's own AE title.", "VNA")
+    bind_address: str = _doc(
+        "Address the DIMSE and HTTP listeners bind to; `0.0.0.0` serves the network.", "127.0.0.1"
+    )
+    dimse_port: int = _doc("DIMSE (DICOM network) port.", 11112)
+    http_port: int = _doc("HTTP port; DICOMweb is served under `/dicom-web`.", 8042)
+    duplicate_policy: str = _doc(
+        "What a second object with a known SOP Instance UID and different bytes does: "
+        "`reject`, `keep-both-versions` (the new one becomes current, the old one is kept) or "
+        "`overwrite` (the old one is deleted and the deletion audited).",
+        "keep-both-versions",
+    )
+    study_conflict_policy: str = _doc(
+        "A Study Instance UID arriving under another patient than the one it is indexed under: "
+        "`flag` (store, warn and record a conflict) or `reject`.",
+        "flag",
+    )
+    spool_dir: Path | None = _doc(
+        "Where incoming objects are spooled before they are stored; default DATA_DIR/spool.", None
+    )
+    import_workers: int = _doc("Parallel readers used by `vna import`.", 4)
+    max_query_results: int = _doc(
+        "Largest number of matches one C-FIND or QIDO-RS query returns (0 = unlimited).", 10000
+    )
+    log_level: str = _doc("Logging level: DEBUG, INFO, WARNING, ERROR.", "INFO")
+    extra: Mapping[str, Any] = _doc(
+        "Further tables of the TOML file, kept for the front ends (`[dimse]`, `[dicomweb]`…).",
+        factory=dict,
+    )
+
+    # -- derived values -------------------------------------------------------------------
+    @property
+    def effective_index_url(self) -> str:
+        """The index URL, defaulting to SQLite inside the data folder."""
+        if self.index_url:
+            return self.index_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite3').resolve()}"
+
+    @property
+    def effective_store_url(self) -> str:
+        """The store URL, defaulting to a folder inside the data folder."""
+        if self.store_url:
+            return self.store_url
+        return "file://" + quote(str((self.data_dir / "objects").resolve()))
+
+    @property
+    def effective_spool_dir(self) -> Path:
+        """Folder for spooled uploads (on the data disk, so a move into the store is cheap)."""
+        return self.spool_dir if self.spool_dir is not None else self.data_dir / "spool"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated like the original)."""
+        new = replace(self, **changes)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        """Raise ConfigError for values no part of the archive could work with."""
+        if self.duplicate_policy not in DUPLICATE_POLICIES:
+            raise ConfigError(
+                f"duplicate_policy must be one of {', '.join(DUPLICATE_POLICIES)}, "
+                f"not {self.duplicate_policy!r}"
+            )
+        if self.study_conflict_policy not in STUDY_CONFLICT_POLICIES:
+            raise ConfigError(
+                f"study_conflict_policy must be one of {', '.join(STUDY_CONFLICT_POLICIES)}, "
+                f"not {self.study_conflict_policy!r}"
+            )
+        if not 1 <= len(self.ae_title.strip()) <= 16:
+            raise ConfigError(f"ae_title must be 1 to 16 characters, not {self.ae_title!r}")
+        for name in ("dimse_port", "http_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{name} must be a TCP port (0-65535), not {port}")
+        if self.import_workers < 1:
+            raise ConfigError("import_workers must be at least 1")
+        if self.max_query_results < 0:
+            raise ConfigError("max_query_results must be 0 (unlimited) or more")
+
+
+def setting_docs() -> dict[str, tuple[str, str]]:
+    """Map of environment variable name to (default as text, documentation)."""
+    out: dict[str, tuple[str, str]] = {}
+    for f in fields(Settings):
+        if f.name == "extra":
+            continue
+        default = f.default if f.default is not MISSING else ""
+        out[env_name(f.name)] = ("" if default is None else str(default), f.metadata["doc"])
+    return out
+
+
+def env_name(field_name: str) -> str:
+    """``dimse_port`` -> ``VNA_DIMSE_PORT``."""
+    return "VNA_" + field_name.upper()
+
+
+def _coerce(name: str, kind: Any, raw: Any) -> Any:
+    """Turn a TOML value or an environment string into the field's type."""
+    text = str(kind)
+    try:
+        if kind is int or text == "int":
+            if isinstance(raw, bool):
+                raise ValueError("a boolean is not a number")
+            return int(raw)
+        if kind is bool or text == "bool":
+            if isinstance(raw, bool):
+                return raw
+            value = str(raw).strip().lower()
+            if value in ("1", "true", "yes", "on"):
+                return True
+            if value in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"not a boolean: {raw!r}")
+        if "Path" in text:
+            if raw is None or raw == "":
+                return None if "None" in text else Path(".")
+            return Path(str(raw)).expanduser()
+        if "Mapping" in text or "dict" in text:
+            if isinstance(raw, Mapping):
+                return dict(raw)
+            return dict(json.loads(raw))
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: {exc}") from exc
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    config_path: Path | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build Settings from the TOML file, then the environment, then explicit overrides.
+
+    Raises:
+        ConfigError: unreadable TOML, unknown keys, or values of the wrong type.
+    """
+    env = os.environ if environ is None else environ
+    path = config_path
+    if path is None and env.get("VNA_CONFIG"):
+        path = Path(env["VNA_CONFIG"])
+        if not path.is_file():
+            raise ConfigError(f"VNA_CONFIG names {path}, which is not a readable file")
+    if path is None and Path("vna.toml").is_file():
+        path = Path("vna.toml")
+    hints = get_type_hints(Settings)
+    known = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
+        for key, raw in data.items():
+            if key in known and key != "extra":
+                values[key] = _coerce(key, hints[key], raw)
+            elif isinstance(raw, dict):
+                extra[key] = raw
+            else:
+                raise ConfigError(f"{path}: unknown setting {key!r}")
+    for f in fields(Settings):
+        if f.name == "extra":
+            continue
+        name = env_name(f.name)
+        if name in env:
+            values[f.name] = _coerce(name, hints[f.name], env[name])
+    values.update(overrides)
+    if extra:
+        values["extra"] = {**extra, **dict(values.get("extra", {}))}
+    settings = Settings(**values)
+    settings.validate()
+    return settings

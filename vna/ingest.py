@@ -1,0 +1,433 @@
+"""The one ingest path every door uses: spool → parse → validate → policy → store → index.
+
+Invariant (ARCHITECTURE.md): the object is written (atomically, durably) before its index row
+is committed, and removed again when the commit fails. A crash in between leaves a complete
+object without a row, which `vna verify --repair` indexes from the object itself; it never
+leaves a row without its object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage import StoreError, StoreFull
+from vna.archive import Archive
+from vna.dicomfile import ParsedObject, read_object
+from vna.errors import (
+    DuplicateRejected,
+    OutOfResources,
+    SopClassMismatch,
+    StorageError,
+    StudyConflict,
+)
+from vna.index import writer
+
+log = logging.getLogger(__name__)
+
+#: Identifies this software in the File Meta Information it writes (PS3.7 D.3.3.2).
+IMPLEMENTATION_CLASS_UID = UID("1.2.826.0.1.3680043.8.498.7786.1")
+IMPLEMENTATION_VERSION_NAME = "VNA_0_1"
+STORED = "stored"
+DUPLICATE = "duplicate"
+COPY_CHUNK = 1024 * 1024
+
+
+@dataclass
+class IngestResult:
+    """What happened to one object. ``warnings`` non-empty means a warning status."""
+
+    status: str  # STORED or DUPLICATE
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    size: int
+    sha256: str
+    version: int = 1
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def has_warnings(self) -> bool:
+        return bool(self.warnings)
+
+
+class Spool:
+    """A file being received, hashed as it is written, inside the archive's spool folder.
+
+    Use as a context manager; on exit without ``keep`` the file is removed, so an aborted
+    transfer leaves nothing behind.
+    """
+
+    def __init__(self, archive: Archive) -> None:
+        archive.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.path = archive.spool_dir / f"{uuid.uuid4().hex}.part"
+        self._fp: BinaryIO | None = self.path.open("wb")
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes.
+
+        Raises:
+            OutOfResources: the spool disk is full.
+        """
+        assert self._fp is not None
+        try:
+            self._fp.write(data)
+        except OSError as exc:
+            raise OutOfResources(f"cannot spool the object: {exc.strerror}") from exc
+        self._hash.update(data)
+        self.size += len(data)
+
+    def copy_from(self, stream: BinaryIO) -> None:
+        """Append everything read from ``stream`` in bounded chunks."""
+        while chunk := stream.read(COPY_CHUNK):
+            self.write(chunk)
+
+    def finish(self) -> str:
+        """Close the file; return its SHA-256 (hex)."""
+        if self._fp is not None:
+            try:
+                self._fp.close()
+            except OSError as exc:
+                raise OutOfResources(f"cannot spool the object: {exc.strerror}") from exc
+            self._fp = None
+        return self._hash.hexdigest()
+
+    def discard(self) -> None:
+        """Remove the spooled file (idempotent)."""
+        if self._fp is not None:
+            with contextlib.suppress(OSError):
+                self._fp.close()
+            self._fp = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    """SHA-256 and size of a file, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fp:
+        while chunk := fp.read(COPY_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def part10_meta(
+    sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str = ""
+) -> bytes:
+    """Preamble, ``DICM`` and a File Meta Information group (PS3.10 7.1) as bytes."""
+    from pydicom.filebase import DicomBytesIO
+
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    if source_ae:
+        meta.SourceApplicationEntityTitle = source_ae[:16]
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+    return buffer.getvalue()
+
+
+def ingest_stream(
+    archive: Archive,
+    stream: BinaryIO,
+    *,
+    source: str,
+    expected_study_uid: str | None = None,
+) -> IngestResult:
+    """Spool a Part 10 stream to disk (bounded memory), then ingest it."""
+    with Spool(archive) as spool:
+        spool.copy_from(stream)
+        sha = spool.finish()
+        return ingest_spooled(
+            archive,
+            spool.path,
+            sha,
+            spool.size,
+            source=source,
+            expected_study_uid=expected_study_uid,
+        )
+
+
+def ingest_file(
+    archive: Archive,
+    path: Path,
+    *,
+    source: str,
+    expected_sop_class: str | None = None,
+    expected_study_uid: str | None = None,
+) -> IngestResult:
+    """Ingest a file the caller keeps (the store copies it)."""
+    sha, size = file_sha256(path)
+    parsed = read_object(path)
+    return _ingest(
+        archive,
+        parsed,
+        sha,
+        size,
+        source=source,
+        move=False,
+        expected_sop_class=expected_sop_class,
+        expected_study_uid=expected_study_uid,
+    )
+
+
+def ingest_spooled(
+    archive: Archive,
+    path: Path,
+    sha256: str,
+    size: int,
+    *,
+    source: str,
+    expected_sop_class: str | None = None,
+    expected_study_uid: str | None = None,
+) -> IngestResult:
+    """Ingest a spooled file; the store takes it (rename) when it is stored."""
+    parsed = read_object(path)
+    if not parsed.has_preamble:
+        path, sha256, size = _add_file_meta(archive, parsed, source)
+        earlier = parsed.warnings
+        parsed = read_object(path)
+        parsed.warnings[:0] = earlier
+    return _ingest(
+        archive,
+        parsed,
+        sha256,
+        size,
+        source=source,
+        move=True,
+        expected_sop_class=expected_sop_class,
+        expected_study_uid=expected_study_uid,
+    )
+
+
+def _add_file_meta(archive: Archive, parsed: ParsedObject, source: str) -> tuple[Path, str, int]:
+    """A bare data set gets a File Meta Information header (PS3.10) before it is stored."""
+    meta = part10_meta(parsed.sop_class_uid, parsed.sop_instance_uid, parsed.transfer_syntax)
+    spool = Spool(archive)
+    try:
+        spool.write(meta)
+        with parsed.path.open("rb") as fp:
+            fp.seek(parsed.dataset_offset)
+            spool.copy_from(fp)
+        sha = spool.finish()
+    except BaseException:
+        spool.discard()
+        raise
+    with contextlib.suppress(FileNotFoundError):
+        parsed.path.unlink()
+    parsed.warnings.append("received without File Meta Information; a header was added")
+    return spool.path, sha, spool.size
+
+
+def _check_expectations(
+    parsed: ParsedObject, expected_sop_class: str | None, expected_study_uid: str | None
+) -> None:
+    if expected_sop_class and parsed.sop_class_uid != expected_sop_class:
+        raise SopClassMismatch(
+            f"the data set's SOP Class UID {parsed.sop_class_uid} does not match "
+            f"the request's {expected_sop_class}"
+        )
+    if expected_study_uid and parsed.study_instance_uid != expected_study_uid:
+        raise SopClassMismatch(
+            f"the data set's Study Instance UID {parsed.study_instance_uid} is not "
+            f"the study the request names ({expected_study_uid})"
+        )
+
+
+def new_storage_key() -> str:
+    """An opaque, unique object key."""
+    return uuid.uuid4().hex
+
+
+def _ingest(
+    archive: Archive,
+    parsed: ParsedObject,
+    sha256: str,
+    size: int,
+    *,
+    source: str,
+    move: bool,
+    expected_sop_class: str | None,
+    expected_study_uid: str | None,
+) -> IngestResult:
+    _check_expectations(parsed, expected_sop_class, expected_study_uid)
+    result = IngestResult(
+        status=STORED,
+        sop_class_uid=parsed.sop_class_uid,
+        sop_instance_uid=parsed.sop_instance_uid,
+        study_instance_uid=parsed.study_instance_uid,
+        series_instance_uid=parsed.series_instance_uid,
+        transfer_syntax_uid=parsed.transfer_syntax,
+        size=size,
+        sha256=sha256,
+    )
+    # A cheap check before storing: most duplicates end here without touching the store.
+    with archive.db.read() as session:
+        previous = writer.current_version(session, parsed.sop_instance_uid)
+    if previous is not None and previous.sha256 == sha256:
+        return _duplicate(result, parsed, previous, move)
+    _check_policies(archive, parsed, sha256)
+    key = new_storage_key()
+    _put(archive, key, parsed.path, move)
+    try:
+        outcome = _index(archive, parsed, key, size, sha256, source)
+    except BaseException:
+        _remove_quietly(archive, key)
+        raise
+    if outcome is None:  # another writer stored the same bytes meanwhile
+        _remove_quietly(archive, key)
+        with archive.db.read() as session:
+            previous = writer.current_version(session, parsed.sop_instance_uid)
+        assert previous is not None
+        return _duplicate(result, parsed, previous, move=False)
+    if outcome.replaced_key:
+        _remove_quietly(archive, outcome.replaced_key)
+    result.version = outcome.version
+    result.warnings = outcome.warnings
+    return result
+
+
+def _duplicate(
+    result: IngestResult, parsed: ParsedObject, previous: writer.Existing, move: bool
+) -> IngestResult:
+    result.status = DUPLICATE
+    result.version = previous.version
+    result.warnings = [*parsed.warnings, "already stored with identical content"]
+    if move:
+        with contextlib.suppress(FileNotFoundError):
+            parsed.path.unlink()
+    return result
+
+
+def _check_policies(archive: Archive, parsed: ParsedObject, sha256: str) -> None:
+    """Refuse what the configured policies refuse (run again inside the write transaction)."""
+    settings = archive.settings
+    with archive.db.read() as session:
+        _check_policies_in(
+            session, settings.duplicate_policy, settings.study_conflict_policy, parsed, sha256
+        )
+
+
+def _check_policies_in(
+    session: Session,
+    duplicate_policy: str,
+    conflict_policy: str,
+    parsed: ParsedObject,
+    sha256: str,
+) -> writer.Existing | None:
+    previous = writer.current_version(session, parsed.sop_instance_uid)
+    if previous is not None and previous.sha256 != sha256 and duplicate_policy == "reject":
+        raise DuplicateRejected(
+            f"SOP Instance {parsed.sop_instance_uid} is already stored with other content "
+            "(duplicate policy: reject)"
+        )
+    if conflict_policy == "reject":
+        indexed_patient = writer.study_patient_key(session, parsed.study_instance_uid)
+        if indexed_patient is not None and indexed_patient != writer.patient_key(parsed.dataset):
+            raise StudyConflict(
+                f"Study {parsed.study_instance_uid} is indexed under another patient "
+                "(study conflict policy: reject)"
+            )
+    return previous
+
+
+def _index(
+    archive: Archive, parsed: ParsedObject, key: str, size: int, sha256: str, source: str
+) -> writer.AddOutcome | None:
+    """Index a stored object; None when an identical object was indexed concurrently.
+
+    The checks are repeated inside the write transaction, which is authoritative: on SQLite
+    it holds the write lock; on PostgreSQL a concurrent insert of the same SOP Instance UID
+    fails on the partial unique index and the attempt is repeated.
+    """
+    settings = archive.settings
+    for _attempt in range(5):
+        try:
+            with archive.db.write() as session:
+                previous = _check_policies_in(
+                    session,
+                    settings.duplicate_policy,
+                    settings.study_conflict_policy,
+                    parsed,
+                    sha256,
+                )
+                if previous is not None and previous.sha256 == sha256:
+                    return None
+                return writer.add_instance(
+                    session,
+                    parsed,
+                    storage_key=key,
+                    size=size,
+                    sha256=sha256,
+                    source=source,
+                    previous=previous,
+                    duplicate_policy=settings.duplicate_policy,
+                )
+        except IntegrityError:
+            log.debug("concurrent ingest of %s, retrying", parsed.sop_instance_uid)
+    raise StorageError(f"could not index {parsed.sop_instance_uid}: too many concurrent writers")
+
+
+def _put(archive: Archive, key: str, path: Path, move: bool) -> None:
+    try:
+        archive.store.put_file(key, path, move=move)
+    except StoreFull as exc:
+        raise OutOfResources(f"the object store is full: {exc}") from exc
+    except StoreError as exc:
+        raise StorageError(f"the object store failed: {exc}") from exc
+
+
+def _remove_quietly(archive: Archive, key: str) -> None:
+    try:
+        archive.store.delete(key)
+    except Exception:  # the object becomes an orphan; `vna verify` reports it
+        log.exception("could not remove object %s", key)
+
+
+def iter_files(paths: Iterable[Path]) -> Iterable[Path]:
+    """Every regular file under the given files and folders, in a stable order."""
+    for path in paths:
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    yield Path(root) / name
+        else:
+            yield path
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy preserving nothing but bytes (used by exports)."""
+    shutil.copyfile(src, dst)

@@ -1,0 +1,269 @@
+"""Getting things back out: instances, their bytes, precomputed metadata, frames, bulk data.
+
+Frames are read by byte range from the offsets recorded at ingest, so a single tile of a
+50,000-frame slide costs one index lookup and one ranged read. Metadata comes from the
+index, never from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage import ObjectNotFound, StoreError
+from vna import dicomjson
+from vna.archive import Archive
+from vna.errors import NotFound, StorageError
+from vna.index.tables import Frame, Instance, Series, Study
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    """Where one current instance is and what it is."""
+
+    pk: int
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    storage_key: str
+    size: int
+    sha256: str
+    number_of_frames: int
+    pixel_encapsulated: bool
+    pixel_offset: int | None
+    pixel_length: int | None
+    frame_length: int | None
+    frames_indexed: int
+    is_video: bool
+    bits_allocated: int | None
+    rows: int | None
+    columns: int | None
+
+
+_REF_COLUMNS = (
+    Instance.pk,
+    Study.study_instance_uid,
+    Series.series_instance_uid,
+    Instance.sop_instance_uid,
+    Instance.sop_class_uid,
+    Instance.transfer_syntax_uid,
+    Instance.storage_key,
+    Instance.size,
+    Instance.sha256,
+    Instance.number_of_frames,
+    Instance.pixel_encapsulated,
+    Instance.pixel_offset,
+    Instance.pixel_length,
+    Instance.frame_length,
+    Instance.frames_indexed,
+    Instance.is_video,
+    Instance.bits_allocated,
+    Instance.rows,
+    Instance.columns,
+)
+
+
+def _ref(row: Sequence[object]) -> InstanceRef:
+    values = list(row)
+    values[9] = values[9] or 1  # NumberOfFrames absent = one frame
+    return InstanceRef(*values)  # type: ignore[arg-type]
+
+
+def _select_refs() -> Any:
+    return (
+        select(*_REF_COLUMNS)
+        .join(Series, Instance.series_fk == Series.pk)
+        .join(Study, Series.study_fk == Study.pk)
+        .where(Instance.is_current.is_(True))
+    )
+
+
+def find_instances(
+    archive: Archive,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+) -> list[InstanceRef]:
+    """Current instances of a study, a series or one instance, in series/instance order.
+
+    Raises:
+        NotFound: nothing matches.
+    """
+    stmt = _select_refs()
+    if study_uid:
+        stmt = stmt.where(Study.study_instance_uid == study_uid)
+    if series_uid:
+        stmt = stmt.where(Series.series_instance_uid == series_uid)
+    if sop_instance_uid:
+        stmt = stmt.where(Instance.sop_instance_uid == sop_instance_uid)
+    stmt = stmt.order_by(Series.series_number, Series.pk, Instance.instance_number, Instance.pk)
+    with archive.db.read() as session:
+        refs = [_ref(row) for row in session.execute(stmt)]
+    if not refs:
+        what = sop_instance_uid or series_uid or study_uid or "anything"
+        raise NotFound(f"no stored instance matches {what}")
+    return refs
+
+
+def get_instance(
+    archive: Archive,
+    sop_instance_uid: str,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+) -> InstanceRef:
+    """One current instance.
+
+    Raises:
+        NotFound: no such instance (in that study/series).
+    """
+    return find_instances(archive, study_uid, series_uid, sop_instance_uid)[0]
+
+
+def open_instance(archive: Archive, ref: InstanceRef) -> BinaryIO:
+    """The stored Part 10 file as a readable stream (close it).
+
+    Raises:
+        StorageError: the object is missing from the store.
+    """
+    try:
+        return archive.store.open(ref.storage_key)
+    except ObjectNotFound as exc:
+        raise StorageError(f"object of {ref.sop_instance_uid} is missing from the store") from exc
+    except StoreError as exc:
+        raise StorageError(str(exc)) from exc
+
+
+def iter_instance(archive: Archive, ref: InstanceRef, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """The stored bytes in chunks (memory bounded whatever the size)."""
+    try:
+        yield from archive.store.iter_chunks(ref.storage_key, chunk_size=chunk_size)
+    except ObjectNotFound as exc:
+        raise StorageError(f"object of {ref.sop_instance_uid} is missing from the store") from exc
+
+
+def metadata_texts(archive: Archive, refs: Sequence[InstanceRef]) -> Iterator[str]:
+    """Precomputed DICOM JSON text of each instance (bulk data URIs relative to the instance)."""
+    pks = [r.pk for r in refs]
+    with archive.db.read() as session:
+        for start in range(0, len(pks), 500):
+            chunk = pks[start : start + 500]
+            rows = dict(
+                session.execute(
+                    select(Instance.pk, Instance.metadata_json).where(Instance.pk.in_(chunk))
+                ).tuples()
+            )
+            for pk in chunk:
+                yield dicomjson.unpack_text(rows[pk])
+
+
+def metadata(archive: Archive, ref: InstanceRef) -> dict[str, object]:
+    """Precomputed DICOM JSON of one instance."""
+    return json.loads(next(metadata_texts(archive, [ref])))
+
+
+def _frame_rows(session: Session, ref: InstanceRef, numbers: Sequence[int]) -> dict[int, Frame]:
+    rows = session.execute(
+        select(Frame).where(Frame.instance_fk == ref.pk, Frame.number.in_(list(set(numbers))))
+    ).scalars()
+    return {row.number: row for row in rows}
+
+
+def frame_ranges(
+    archive: Archive, ref: InstanceRef, numbers: Sequence[int]
+) -> list[tuple[int, int, int]]:
+    """(offset, length, fragments) of each requested frame (1-based), in request order.
+
+    Raises:
+        NotFound: a frame number outside 1..NumberOfFrames, or an object without pixel data.
+        StorageError: the frames of this object are not indexed (decode it instead).
+    """
+    for n in numbers:
+        if n < 1 or n > ref.number_of_frames:
+            raise NotFound(f"frame {n} does not exist (the object has {ref.number_of_frames})")
+    if ref.pixel_offset is None:
+        raise NotFound(f"{ref.sop_instance_uid} has no pixel data")
+    if not ref.pixel_encapsulated:
+        if not ref.frame_length:
+            raise StorageError("frames of this object are not byte-addressable")
+        return [
+            (ref.pixel_offset + (n - 1) * ref.frame_length, ref.frame_length, 1) for n in numbers
+        ]
+    if not ref.frames_indexed:
+        raise StorageError("frames of this object are not indexed")
+    with archive.db.read() as session:
+        rows = _frame_rows(session, ref, numbers)
+    return [(rows[n].offset, rows[n].length, rows[n].fragments) for n in numbers]
+
+
+def strip_item_headers(span: bytes, fragments: int) -> bytes:
+    """The codestream of a frame span: with several fragments, their values without the
+    item headers (the span then starts at the first item header, see dicomfile.Frame)."""
+    if fragments <= 1:
+        return span
+    out = bytearray()
+    pos = 0
+    while pos + 8 <= len(span):
+        _tag, length = struct.unpack("<II", span[pos : pos + 8])
+        out += span[pos + 8 : pos + 8 + length]
+        pos += 8 + length
+    return bytes(out)
+
+
+def frames(archive: Archive, ref: InstanceRef, numbers: Sequence[int]) -> list[bytes]:
+    """The bytes of each requested frame as stored (compressed frames stay compressed)."""
+    out = []
+    for offset, length, fragments in frame_ranges(archive, ref, numbers):
+        try:
+            span = archive.store.read_range(ref.storage_key, offset, length)
+        except ObjectNotFound as exc:
+            raise StorageError(f"object of {ref.sop_instance_uid} is missing") from exc
+        out.append(strip_item_headers(span, fragments))
+    return out
+
+
+def bulk_range(archive: Archive, ref: InstanceRef, path: str) -> tuple[int, int]:
+    """(offset, length) of a bulk data value recorded at ingest.
+
+    Raises:
+        NotFound: no bulk data at that tag path.
+    """
+    with archive.db.read() as session:
+        text = session.execute(select(Instance.bulk_json).where(Instance.pk == ref.pk)).scalar_one()
+    table = json.loads(text) if text else {}
+    if path not in table:
+        raise NotFound(f"no bulk data at {path} in {ref.sop_instance_uid}")
+    offset, length = table[path]
+    return int(offset), int(length)
+
+
+def has_checksum(archive: Archive, ref: InstanceRef) -> bool:
+    """Whether the stored bytes still hash to the checksum recorded at ingest."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        for chunk in archive.store.iter_chunks(ref.storage_key):
+            digest.update(chunk)
+    except ObjectNotFound:
+        return False
+    return digest.hexdigest() == ref.sha256
+
+
+def study_refs(session: Session, study_uid: str) -> list[int]:
+    """pks of the current instances of a study (for bulk operations)."""
+    return list(
+        session.execute(
+            select(Instance.pk)
+            .join(Series, Instance.series_fk == Series.pk)
+            .join(Study, Series.study_fk == Study.pk)
+            .where(Study.study_instance_uid == study_uid, Instance.is_current.is_(True))
+        ).scalars()
+    )
