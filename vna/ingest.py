@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage import StoreError, StoreFull
+from vna import routes
 from vna.archive import Archive
 from vna.dicomfile import ParsedObject, read_object
 from vna.errors import (
@@ -165,6 +166,7 @@ def ingest_stream(
     *,
     source: str,
     expected_study_uid: str | None = None,
+    route: str | None = None,
 ) -> IngestResult:
     """Spool a Part 10 stream to disk (bounded memory), then ingest it."""
     with Spool(archive) as spool:
@@ -177,6 +179,7 @@ def ingest_stream(
             spool.size,
             source=source,
             expected_study_uid=expected_study_uid,
+            route=route,
         )
 
 
@@ -187,8 +190,21 @@ def ingest_file(
     source: str,
     expected_sop_class: str | None = None,
     expected_study_uid: str | None = None,
+    route: str | None = None,
 ) -> IngestResult:
     """Ingest a file the caller keeps (the store copies it)."""
+    routed = routes.apply(archive, route, path)
+    if routed is not None:
+        sha, size = file_sha256(routed)
+        return ingest_spooled(
+            archive,
+            routed,
+            sha,
+            size,
+            source=source,
+            expected_sop_class=expected_sop_class,
+            expected_study_uid=expected_study_uid,
+        )
     sha, size = file_sha256(path)
     parsed = read_object(path)
     return _ingest(
@@ -212,8 +228,19 @@ def ingest_spooled(
     source: str,
     expected_sop_class: str | None = None,
     expected_study_uid: str | None = None,
+    route: str | None = None,
 ) -> IngestResult:
-    """Ingest a spooled file; the store takes it (rename) when it is stored."""
+    """Ingest a spooled file; the store takes it (rename) when it is stored.
+
+    With a ``route`` whose transformation produces another file (vna.routes), that file is
+    stored instead and the received one is removed.
+    """
+    routed = routes.apply(archive, route, path)
+    if routed is not None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        path = routed
+        sha256, size = file_sha256(path)
     parsed = read_object(path)
     if not parsed.has_preamble:
         path, sha256, size = _add_file_meta(archive, parsed, source)

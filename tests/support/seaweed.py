@@ -48,6 +48,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+import urllib3
 from minio import Minio
 
 __all__ = ["S3Server", "s3_bucket_url", "s3_server"]
@@ -260,6 +261,8 @@ class SeaweedGateway:
         """Poll /healthz, then a put/get/delete through minio, until the deadline."""
         assert self.process is not None
         health = f"{self.endpoint}/healthz"
+        # No proxy: an http_proxy in the environment must not swallow loopback requests.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         last_error = "no answer yet"
         healthy = False
         while time.monotonic() < deadline:
@@ -268,7 +271,7 @@ class SeaweedGateway:
                 raise _ExitedEarly(f"weed exited with {code}; log tail:\n{self.log_tail()}")
             try:
                 if not healthy:
-                    with urllib.request.urlopen(health, timeout=1.0) as response:
+                    with opener.open(health, timeout=1.0) as response:
                         healthy = response.status == 200
                 if healthy:
                     self._probe()
@@ -284,12 +287,24 @@ class SeaweedGateway:
 
     def _probe(self) -> None:
         """A real write and read: the gateway is only useful once volumes take data."""
+        # Short timeouts and no retries: a stuck attempt must not outlast the start deadline.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=1.0, read=5.0), retries=urllib3.Retry(0)
+        )
         client = Minio(
             self.endpoint.removeprefix("http://"),
             access_key=self.access_key,
             secret_key=self.secret_key,
             secure=False,
+            http_client=http,
         )
+        try:
+            self._round_trip(client)
+        finally:
+            http.clear()
+
+    @staticmethod
+    def _round_trip(client: Minio) -> None:
         bucket = "readiness-probe"
         client.list_buckets()
         if not client.bucket_exists(bucket):
@@ -341,10 +356,13 @@ class _ExitedEarly(RuntimeError):
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     """A SeaweedFS S3 gateway for this test process; any credentials are accepted."""
+    missing = ""
     try:
         weed = find_weed()
     except FileNotFoundError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        missing = str(exc)
+    if missing:  # failing outside the except clause keeps the report to one message
+        pytest.fail(missing, pytrace=False)
     gateway = SeaweedGateway(weed)
     try:
         gateway.start()
