@@ -35,7 +35,7 @@ class InvalidKey(StoreError):
 
 def check_key(key: str) -> str:
     """Return the key unchanged, or raise InvalidKey."""
-    if not KEY_PATTERN.match(key):
+    if not KEY_PATTERN.fullmatch(key):
         raise InvalidKey(f"invalid object key {key!r}")
     return key
 

@@ -102,11 +102,12 @@ def transcode_dataset(ds: Dataset, dst_ts: str, *, lossy_quality: int = 90) -> D
             ds.decompress()
         if target == JPEGBaseline8Bit and has_pixels:
             _encode_jpeg_baseline(ds, lossy_quality)
+        elif has_pixels and target == JPEG2000:
+            ds.compress(target, j2k_psnr=[80])
+        elif has_pixels and target == JPEGLSNearLossless:
+            ds.compress(target, jls_error=2)
         elif has_pixels and target.is_compressed:
-            kwargs = {}
-            if target in (JPEG2000, JPEGLSNearLossless):
-                kwargs = {"j2k_psnr": [80]} if target == JPEG2000 else {"jls_error": 2}
-            ds.compress(target, **kwargs)  # type: ignore[arg-type]
+            ds.compress(target)
         else:
             ds.file_meta.TransferSyntaxUID = target
     except NotAcceptable:
