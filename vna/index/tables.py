@@ -41,13 +41,15 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
+# Columns are wider than the VR maxima (PS3.5 6.2): real-world objects exceed them and are
+# accepted (tolerant read); anything longer still is cut to the column by the writer.
 UID = String(64)
-DA = String(8)
+DA = String(16)
 TM = String(32)
-CS = String(16)
-LO = String(64)
-PN = String(324)  # 64 chars per group x 3 groups plus separators, with room for tolerance
-SH = String(16)
+CS = String(64)
+LO = String(256)
+PN = String(1024)
+SH = String(64)
 
 
 def utcnow() -> dt.datetime:

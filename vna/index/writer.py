@@ -82,8 +82,20 @@ def study_patient_key(session: Session, study_uid: str) -> str | None:
     ).scalar_one_or_none()
 
 
+def fit(table: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """Values cut to their column's length (PostgreSQL refuses longer text; SQLite would not
+    care, and both back ends must hold the same rows)."""
+    columns = table.__table__.c
+    out = {}
+    for name, value in values.items():
+        length = getattr(columns[name].type, "length", None) if name in columns else None
+        out[name] = value[:length] if length and isinstance(value, str) else value
+    return out
+
+
 def _insert_ignore(session: Session, table: Any, values: dict[str, Any]) -> None:
     """INSERT … ON CONFLICT DO NOTHING, for find-or-create under concurrent writers."""
+    values = fit(table, values)
     dialect = session.get_bind().dialect.name
     stmt: Any
     if dialect == "postgresql":
@@ -367,7 +379,7 @@ def add_instance(
         warnings="\n".join(warnings),
         **{
             k: v
-            for k, v in instance_values.items()
+            for k, v in fit(Instance, instance_values).items()
             if k not in ("sop_instance_uid", "sop_class_uid")
         },
     )
