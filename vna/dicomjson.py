@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -111,6 +112,11 @@ class JsonEncoder:
             if deferred and vr in BINARY_VRS:
                 # A deferred (large) value: never read it here.
                 return self._bulk_only(path, vr, raw.length)
+            encoding = _simple_encoding(ds)
+            if encoding is not None and raw.value is not None:
+                fast = _fast_raw(raw, encoding)
+                if fast is not None:
+                    return fast
         try:
             elem = ds[tag]
         except Exception as exc:  # a value pydicom cannot convert: keep the rest
@@ -178,6 +184,90 @@ class JsonEncoder:
             self.warnings.append(f"{path_text(path)}: {vr} value {value!r} is not finite")
             return None
         return number
+
+
+#: Character sets whose text decodes without ISO 2022 code extensions (PS3.5 6.1.2.3).
+_SIMPLE_CHARSETS = {
+    "": "latin-1",
+    "ISO_IR 6": "latin-1",
+    "ISO_IR 100": "latin-1",
+    "ISO_IR 192": "utf-8",
+}
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UC", "UI"})
+_ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI"})
+_SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})
+_BINARY_NUMBERS = {"US": "H", "UL": "I", "SS": "h", "SL": "i", "FL": "f", "FD": "d"}
+
+
+def _simple_encoding(ds: Dataset) -> str | None:
+    """Python codec for the data set's text when no code extensions are involved, else None
+    (pydicom's full decoder handles those)."""
+    charset = ds.get_item(0x00080005)
+    if charset is None:
+        return "latin-1"
+    value = charset.value
+    if isinstance(value, bytes):
+        text = value.decode("ascii", "replace").strip(" \x00")
+    elif value is None:
+        text = ""
+    else:
+        text = str(value) if isinstance(value, str) else "\\".join(value)
+    return _SIMPLE_CHARSETS.get(text.strip())
+
+
+def _fast_raw(raw: RawDataElement, encoding: str) -> dict[str, Any] | None:
+    """JSON for a raw element of a common VR, decoded straight from its bytes.
+
+    Reading thousands of objects, pydicom's general conversion is the larger part of the
+    cost; for plain text and numbers this gives the same values. None = use pydicom.
+    """
+    vr = raw.VR
+    value = raw.value
+    if vr is None or not isinstance(value, bytes):
+        return None
+    if vr in _BINARY_NUMBERS:
+        fmt = _BINARY_NUMBERS[vr]
+        size = struct.calcsize(fmt)
+        if len(value) % size:
+            return None
+        count = len(value) // size
+        if count == 0:
+            return {"vr": vr}
+        order = "<" if raw.is_little_endian else ">"
+        numbers = list(struct.unpack(f"{order}{count}{fmt}", value))
+        if vr in ("FL", "FD") and any(
+            n != n or n in (float("inf"), float("-inf")) for n in numbers
+        ):
+            return None
+        return {"vr": vr, "Value": numbers}
+    if vr not in _TEXT_VRS and vr not in _SINGLE_TEXT_VRS and vr not in ("PN", "IS", "DS"):
+        return None
+    if vr in _ASCII_VRS and any(b > 0x7F for b in value):
+        return None  # non-ASCII in an ASCII-only VR: let pydicom judge
+    text = value.decode(encoding, "replace")
+    if vr in _SINGLE_TEXT_VRS:
+        text = text.rstrip(" \x00")
+        return {"vr": vr, "Value": [text]} if text else {"vr": vr}
+    parts = [v.strip(" \x00") if vr != "PN" else v.rstrip(" \x00") for v in text.split("\\")]
+    if all(p == "" for p in parts):
+        return {"vr": vr}
+    if vr == "PN":
+        return {"vr": vr, "Value": [_person_name(p) if p else None for p in parts]}
+    if vr in ("IS", "DS"):
+        parsed_numbers: list[int | float | None] = []
+        for part in parts:
+            if part == "":
+                parsed_numbers.append(None)
+                continue
+            try:
+                number = float(part)
+            except ValueError:
+                return None  # malformed: pydicom's path reports it
+            if number != number or number in (float("inf"), float("-inf")):
+                return None
+            parsed_numbers.append(int(number) if vr == "IS" else number)
+        return {"vr": vr, "Value": parsed_numbers}
+    return {"vr": vr, "Value": [p if p != "" else None for p in parts]}
 
 
 def _person_name(value: Any) -> dict[str, str] | None:

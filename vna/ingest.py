@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import BinaryIO
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,6 +39,7 @@ from vna.errors import (
     StudyConflict,
 )
 from vna.index import writer
+from vna.index.attributes import patient_key
 
 log = logging.getLogger(__name__)
 
@@ -294,8 +297,14 @@ def _check_expectations(
 
 
 def new_storage_key() -> str:
-    """An opaque, unique object key."""
-    return uuid.uuid4().hex
+    """An opaque, unique object key (32 hex digits).
+
+    The first four digits change once a minute, so objects received together share a shard
+    folder of the filesystem store (fewer folder creations, better locality) while keys
+    still spread over all 65,536 shards within six weeks; the rest is random.
+    """
+    minute = (int(time.time()) // 60) & 0xFFFF
+    return f"{minute:04x}{uuid.uuid4().hex[4:]}"
 
 
 def _ingest(
@@ -320,12 +329,15 @@ def _ingest(
         size=size,
         sha256=sha256,
     )
-    # A cheap check before storing: most duplicates end here without touching the store.
-    with archive.db.read() as session:
-        previous = writer.current_version(session, parsed.sop_instance_uid)
+    # A check before storing: most duplicates and refusals end here without touching the
+    # store (it is repeated, authoritatively, inside the write transaction).
+    settings = archive.settings
+    with archive.db.engine.connect() as conn:  # a plain connection: cheaper than a session
+        previous = _check_policies_in(
+            conn, settings.duplicate_policy, settings.study_conflict_policy, parsed, sha256
+        )
     if previous is not None and previous.sha256 == sha256:
         return _duplicate(result, parsed, previous, move)
-    _check_policies(archive, parsed, sha256)
     key = new_storage_key()
     _put(archive, key, parsed.path, move)
     try:
@@ -358,17 +370,8 @@ def _duplicate(
     return result
 
 
-def _check_policies(archive: Archive, parsed: ParsedObject, sha256: str) -> None:
-    """Refuse what the configured policies refuse (run again inside the write transaction)."""
-    settings = archive.settings
-    with archive.db.read() as session:
-        _check_policies_in(
-            session, settings.duplicate_policy, settings.study_conflict_policy, parsed, sha256
-        )
-
-
 def _check_policies_in(
-    session: Session,
+    session: Session | Connection,
     duplicate_policy: str,
     conflict_policy: str,
     parsed: ParsedObject,
@@ -382,7 +385,7 @@ def _check_policies_in(
         )
     if conflict_policy == "reject":
         indexed_patient = writer.study_patient_key(session, parsed.study_instance_uid)
-        if indexed_patient is not None and indexed_patient != writer.patient_key(parsed.dataset):
+        if indexed_patient is not None and indexed_patient != patient_key(parsed.metadata):
             raise StudyConflict(
                 f"Study {parsed.study_instance_uid} is indexed under another patient "
                 "(study conflict policy: reject)"

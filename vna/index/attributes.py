@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
-from pydicom.dataset import Dataset
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 LEVEL_RANK = {name: i for i, name in enumerate(LEVELS)}
@@ -199,49 +198,60 @@ def norm_datetime(value: str, upper: bool = False) -> str:
     return date + (norm_time(time) if time else "000000.000000")
 
 
-def _text(ds: Dataset, keyword: str, limit: int = 1024) -> str:
-    """A single text value, tolerant of odd types; multi-valued elements joined by '\\'."""
-    value = ds.get(keyword, None)
-    if value is None or value == "":
+Metadata = dict[str, Any]
+
+
+def _item(meta: Metadata, tag: int) -> dict[str, Any] | None:
+    return meta.get(f"{tag:08X}")
+
+
+def _values(meta: Metadata, tag: int) -> list[Any]:
+    item = _item(meta, tag)
+    return list(item.get("Value", [])) if item else []
+
+
+def _pn_text(value: Any) -> str:
+    """A DICOM JSON PN value back to its ``Alphabetic=Ideographic=Phonetic`` form."""
+    if not isinstance(value, dict):
         return ""
-    if isinstance(value, list | tuple) or (
-        hasattr(value, "__iter__")
-        and not isinstance(value, str | bytes)
-        and type(value).__name__ == "MultiValue"
-    ):
-        text = "\\".join(str(v) for v in value)
+    groups = [value.get("Alphabetic", ""), value.get("Ideographic", ""), value.get("Phonetic", "")]
+    return "=".join(groups).rstrip("=")
+
+
+def meta_text(meta: Metadata, tag: int, limit: int = 1024) -> str:
+    """An attribute's value(s) as DICOM text: multiple values joined by ``\\``."""
+    item = _item(meta, tag)
+    if not item:
+        return ""
+    values = item.get("Value", [])
+    if item.get("vr") == "PN":
+        parts = [_pn_text(v) for v in values]
     else:
-        text = str(value)
-    return text.strip()[:limit]
+        parts = ["" if v is None else str(v) for v in values]
+    return "\\".join(parts).strip()[:limit]
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
-    value = ds.get(keyword, None)
-    if value in (None, ""):
+def meta_int(meta: Metadata, tag: int) -> int | None:
+    """First value of a numeric attribute as an int, or None."""
+    values = _values(meta, tag)
+    if not values or values[0] is None:
         return None
     try:
-        if isinstance(value, list | tuple):
-            value = value[0]
-        return int(float(str(value)))
+        return int(float(values[0]))
     except (TypeError, ValueError, OverflowError):
         return None
 
 
-def _first_code(ds: Dataset, keyword: str) -> tuple[str, str]:
-    seq = ds.get(keyword, None)
-    if not seq:
-        return "", ""
-    item = seq[0]
-    return str(item.get("CodeValue", "") or ""), str(item.get("CodingSchemeDesignator", "") or "")
+def _first_item_text(meta: Metadata, seq_tag: int, tag: int) -> str:
+    items = _values(meta, seq_tag)
+    if not items or not isinstance(items[0], dict):
+        return ""
+    return meta_text(items[0], tag)
 
 
-def _sized(value: str, column: Any) -> str:
-    length = getattr(column.type, "length", None)
-    return value[:length] if length else value
-
-
-def level_values(ds: Dataset, level: str) -> dict[str, Any]:
-    """Column values of one level's row, taken from an object's data set."""
+def level_values(meta: Metadata, level: str) -> dict[str, Any]:
+    """Column values of one level's row, taken from an object's DICOM JSON metadata (the
+    decoded form, so that no attribute is decoded twice)."""
     out: dict[str, Any] = {}
     for attr in ATTRIBUTES:
         if attr.level != level or attr.kind in ("computed", "modalities"):
@@ -249,34 +259,39 @@ def level_values(ds: Dataset, level: str) -> dict[str, Any]:
         if attr.keyword == "AvailableTransferSyntaxUID":
             continue
         if attr.kind == "int":
-            out[attr.column] = _int(ds, attr.keyword)
+            out[attr.column] = meta_int(meta, attr.tag)
             continue
-        value = _text(ds, attr.keyword)
+        value = meta_text(meta, attr.tag)
         if attr.kind == "date":
             value = norm_date(value)
         out[attr.column] = value
-        if attr.kind == "pn":
+        if attr.kind == "pn" and attr.keyword == "PatientName":
             alpha, ideo, phon = pn_groups(value)
-            if attr.keyword == "PatientName":
-                out["patient_name_alpha"] = alpha
-                out["patient_name_ideo"] = ideo
-                out["patient_name_phon"] = phon
+            out["patient_name_alpha"] = alpha
+            out["patient_name_ideo"] = ideo
+            out["patient_name_phon"] = phon
         if attr.fold:
             out[attr.fold] = pn_fold(value) if attr.kind == "pn" else fold(value)
         if attr.norm:
             out[attr.norm] = norm_time(value)
     if level in ("STUDY", "SERIES", "IMAGE"):
-        out["timezone_offset_from_utc"] = _text(ds, "TimezoneOffsetFromUTC")
+        out["timezone_offset_from_utc"] = meta_text(meta, TIMEZONE_TAG)
     if level == "SERIES":
-        rq = ds.get("RequestAttributesSequence", None)
-        if rq:
-            out["scheduled_procedure_step_id"] = str(rq[0].get("ScheduledProcedureStepID", ""))
-            out["requested_procedure_id"] = str(rq[0].get("RequestedProcedureID", ""))
+        out["scheduled_procedure_step_id"] = _first_item_text(meta, 0x0040A370, 0x00400009)
+        out["requested_procedure_id"] = _first_item_text(meta, 0x0040A370, 0x00401001)
     if level == "IMAGE":
-        code, scheme = _first_code(ds, "ConceptNameCodeSequence")
-        out["concept_name_code_value"] = code
-        out["concept_name_coding_scheme"] = scheme
+        out["concept_name_code_value"] = _first_item_text(meta, 0x0040A043, 0x00080100)
+        out["concept_name_coding_scheme"] = _first_item_text(meta, 0x0040A043, 0x00080102)
     return out
+
+
+def patient_key(meta: Metadata) -> str:
+    """The identity of a patient in this archive: ID + issuer, or name + birth date."""
+    pid = meta_text(meta, 0x00100020)
+    issuer = meta_text(meta, 0x00100021)
+    if pid:
+        return f"id:{issuer}\x1f{pid}"
+    return f"name:{meta_text(meta, 0x00100010)}\x1f{meta_text(meta, 0x00100030)}"
 
 
 def keyword_of(tag: int) -> str:

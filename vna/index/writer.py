@@ -11,14 +11,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.dataset import Dataset
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import Select, String, Text, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from vna import dicomjson
 from vna.dicomfile import ParsedObject
-from vna.index.attributes import level_values
+from vna.index.attributes import level_values, patient_key
 from vna.index.tables import (
     AuditEvent,
     Frame,
@@ -52,34 +52,32 @@ class AddOutcome:
     replaced_key: str | None = None  # object to delete after commit (overwrite policy)
 
 
-def patient_key(ds: Dataset) -> str:
-    """The identity of a patient in this archive: ID + issuer, or name + birth date."""
-    pid = str(ds.get("PatientID", "") or "").strip()
-    issuer = str(ds.get("IssuerOfPatientID", "") or "").strip()
-    if pid:
-        return f"id:{issuer}\x1f{pid}"
-    name = str(ds.get("PatientName", "") or "").strip()
-    birth = str(ds.get("PatientBirthDate", "") or "").strip()
-    return f"name:{name}\x1f{birth}"
+_CURRENT_VERSION = select(
+    Instance.pk, Instance.sha256, Instance.storage_key, Instance.series_fk, Instance.version
+).where(Instance.sop_instance_uid == bindparam("uid"), Instance.is_current.is_(True))
 
 
-def current_version(session: Session, sop_instance_uid: str) -> Existing | None:
+def _connection(bind: Session | Connection) -> Connection:
+    return bind.connection() if isinstance(bind, Session) else bind
+
+
+def current_version(bind: Session | Connection, sop_instance_uid: str) -> Existing | None:
     """The current version of an object, or None."""
-    row = session.execute(
-        select(
-            Instance.pk, Instance.sha256, Instance.storage_key, Instance.series_fk, Instance.version
-        ).where(Instance.sop_instance_uid == sop_instance_uid, Instance.is_current.is_(True))
-    ).first()
+    row = _connection(bind).execute(_CURRENT_VERSION, {"uid": sop_instance_uid}).first()
     return Existing(*row) if row else None
 
 
-def study_patient_key(session: Session, study_uid: str) -> str | None:
+def study_patient_key(bind: Session | Connection, study_uid: str) -> str | None:
     """The patient key a study is indexed under, or None for a new study."""
-    return session.execute(
-        select(Patient.patient_key)
-        .join(Study, Study.patient_fk == Patient.pk)
-        .where(Study.study_instance_uid == study_uid)
-    ).scalar_one_or_none()
+    return (
+        _connection(bind)
+        .execute(
+            select(Patient.patient_key)
+            .join(Study, Study.patient_fk == Patient.pk)
+            .where(Study.study_instance_uid == study_uid)
+        )
+        .scalar_one_or_none()
+    )
 
 
 def fit(table: Any, values: dict[str, Any]) -> dict[str, Any]:
@@ -118,9 +116,11 @@ def _find_or_create(
     return pk, True
 
 
-def _patient(session: Session, ds: Dataset, warnings: list[str], source: str) -> tuple[int, bool]:
-    key = patient_key(ds)
-    values = level_values(ds, "PATIENT")
+def _patient(
+    session: Session, parsed: ParsedObject, warnings: list[str], source: str
+) -> tuple[int, bool]:
+    key = patient_key(parsed.metadata)
+    values = level_values(parsed.metadata, "PATIENT")
     pk, created = _find_or_create(
         session, Patient, Patient.patient_key, key, {"patient_key": key, **values}
     )
@@ -130,59 +130,9 @@ def _patient(session: Session, ds: Dataset, warnings: list[str], source: str) ->
                 Patient.pk == pk
             )
         ).one()
-        known = {
-            "PatientName": row[0],
-            "PatientBirthDate": row[1],
-            "PatientSex": row[2],
-        }
-        new = {
-            "PatientName": values["patient_name"],
-            "PatientBirthDate": values["patient_birth_date"],
-            "PatientSex": values["patient_sex"],
-        }
-        differing = {k: (known[k], new[k]) for k in known if new[k] and known[k] != new[k]}
-        if differing:
-            text = ", ".join(f"{k} {a!r} (indexed) vs {b!r}" for k, (a, b) in differing.items())
-            warnings.append(f"Patient ID {values['patient_id']!r} collision: {text}")
-            session.add(
-                IngestConflict(
-                    kind="patient-attributes",
-                    sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
-                    study_instance_uid=str(ds.get("StudyInstanceUID", "")),
-                    patient_id=values["patient_id"],
-                    source=source,
-                    detail=json.dumps(
-                        {k: {"indexed": a, "received": b} for k, (a, b) in differing.items()}
-                    ),
-                )
-            )
+        known = {"PatientName": row[0], "PatientBirthDate": row[1], "PatientSex": row[2]}
+        _collision(session, parsed, known, values, warnings, source)
     return pk, created
-
-
-def _bump(session: Session, series_pk: int, delta: int) -> None:
-    """Add ``delta`` current instances to a series, its study and its patient."""
-    session.execute(
-        update(Series)
-        .where(Series.pk == series_pk)
-        .values(number_of_instances=Series.number_of_instances + delta, updated_at=utcnow())
-    )
-    study_pk = select(Series.study_fk).where(Series.pk == series_pk).scalar_subquery()
-    session.execute(
-        update(Study)
-        .where(Study.pk == study_pk)
-        .values(number_of_instances=Study.number_of_instances + delta, updated_at=utcnow())
-    )
-    patient_pk = (
-        select(Study.patient_fk)
-        .join(Series, Series.study_fk == Study.pk)
-        .where(Series.pk == series_pk)
-        .scalar_subquery()
-    )
-    session.execute(
-        update(Patient)
-        .where(Patient.pk == patient_pk)
-        .values(number_of_instances=Patient.number_of_instances + delta)
-    )
 
 
 def _refresh_modalities(session: Session, study_pk: int) -> None:
@@ -193,42 +143,131 @@ def _refresh_modalities(session: Session, study_pk: int) -> None:
     session.execute(update(Study).where(Study.pk == study_pk).values(modalities_in_study=text))
 
 
-def _add_sop_class(session: Session, study_pk: int, sop_class: str) -> None:
-    current = session.execute(
-        select(Study.sop_classes_in_study).where(Study.pk == study_pk)
-    ).scalar_one()
-    classes = [c for c in current.split("\\") if c]
-    if sop_class not in classes:
-        classes.append(sop_class)
-        session.execute(
-            update(Study)
-            .where(Study.pk == study_pk)
-            .values(sop_classes_in_study="\\".join(classes))
-        )
+# Statements of the hot path, built once (immutable): building a statement per call costs
+# more than running it on SQLite.
+_SERIES_CONTEXT = (
+    select(
+        Series.pk,
+        Series.study_fk,
+        Study.study_instance_uid,
+        Study.patient_fk,
+        Study.sop_classes_in_study,
+        Patient.patient_key,
+        Patient.patient_name,
+        Patient.patient_birth_date,
+        Patient.patient_sex,
+    )
+    .join(Study, Series.study_fk == Study.pk)
+    .join(Patient, Study.patient_fk == Patient.pk)
+    .where(Series.series_instance_uid == bindparam("uid"))
+)
+_BUMP_SERIES = (
+    update(Series)
+    .where(Series.pk == bindparam("key"))
+    .values(number_of_instances=Series.number_of_instances + bindparam("delta"))
+)
+_BUMP_STUDY = (
+    update(Study)
+    .where(Study.pk == bindparam("key"))
+    .values(
+        number_of_instances=Study.number_of_instances + bindparam("delta"),
+        updated_at=bindparam("now"),
+    )
+)
+_BUMP_PATIENT = (
+    update(Patient)
+    .where(Patient.pk == bindparam("key"))
+    .values(number_of_instances=Patient.number_of_instances + bindparam("delta"))
+)
+_SET_SOP_CLASSES = (
+    update(Study)
+    .where(Study.pk == bindparam("key"))
+    .values(sop_classes_in_study=bindparam("classes"))
+)
 
 
-def add_instance(
+@dataclass
+class _Hierarchy:
+    patient_pk: int
+    study_pk: int
+    series_pk: int
+    sop_classes: str
+
+
+def _bump_pks(session: Session, h: _Hierarchy, delta: int) -> None:
+    # Core statements on the session's connection: the ORM layer is not needed for these.
+    conn = session.connection()
+    conn.execute(_BUMP_SERIES, {"key": h.series_pk, "delta": delta})
+    conn.execute(_BUMP_STUDY, {"key": h.study_pk, "delta": delta, "now": utcnow()})
+    conn.execute(_BUMP_PATIENT, {"key": h.patient_pk, "delta": delta})
+
+
+def _known_series(
+    session: Session, parsed: ParsedObject, warnings: list[str], source: str
+) -> _Hierarchy | None:
+    """Fast path: the series is already indexed in this study under this patient (one query).
+
+    Returns None when anything differs, so that the general path handles it.
+    """
+    conn = session.connection()
+    row = conn.execute(_SERIES_CONTEXT, {"uid": parsed.series_instance_uid}).first()
+    if row is None or row.study_instance_uid != parsed.study_instance_uid:
+        return None
+    if row.patient_key != patient_key(parsed.metadata):
+        return None
+    known = {
+        "PatientName": row.patient_name,
+        "PatientBirthDate": row.patient_birth_date,
+        "PatientSex": row.patient_sex,
+    }
+    values = level_values(parsed.metadata, "PATIENT")
+    _collision(session, parsed, known, values, warnings, source)
+    return _Hierarchy(row.patient_fk, row.study_fk, row.pk, row.sop_classes_in_study)
+
+
+def _collision(
     session: Session,
     parsed: ParsedObject,
-    *,
-    storage_key: str,
-    size: int,
-    sha256: str,
+    known: dict[str, str],
+    values: dict[str, Any],
+    warnings: list[str],
     source: str,
-    previous: Existing | None,
-    duplicate_policy: str,
-) -> AddOutcome:
-    """Index one stored object as the current version of its SOP Instance UID.
+) -> None:
+    """Record a Patient ID collision: same patient key, other name, birth date or sex."""
+    new = {
+        "PatientName": values["patient_name"],
+        "PatientBirthDate": values["patient_birth_date"],
+        "PatientSex": values["patient_sex"],
+    }
+    differing = {k: (known[k], new[k]) for k in known if new[k] and known[k] != new[k]}
+    if not differing:
+        return
+    text = ", ".join(f"{k} {a!r} (indexed) vs {b!r}" for k, (a, b) in differing.items())
+    warnings.append(f"Patient ID {values['patient_id']!r} collision: {text}")
+    session.add(
+        IngestConflict(
+            kind="patient-attributes",
+            sop_instance_uid=parsed.sop_instance_uid,
+            study_instance_uid=parsed.study_instance_uid,
+            patient_id=values["patient_id"],
+            source=source,
+            detail=json.dumps(
+                {k: {"indexed": a, "received": b} for k, (a, b) in differing.items()}
+            ),
+        )
+    )
 
-    ``previous`` is the current version found before the object was stored (None for a new
-    object); under ``overwrite`` it is deleted (its object key is returned for removal after
-    commit), otherwise it is kept as a superseded version.
-    """
+
+def _resolve(
+    session: Session, parsed: ParsedObject, warnings: list[str], source: str
+) -> _Hierarchy:
+    """Patient, study and series rows of an object, created when missing, conflicts flagged."""
+    fast = _known_series(session, parsed, warnings, source)
+    if fast is not None:
+        return fast
     ds = parsed.dataset
-    warnings = list(parsed.warnings)
-    patient_pk, patient_created = _patient(session, ds, warnings, source)
-
-    study_values = level_values(ds, "STUDY")
+    patient_pk, _ = _patient(session, parsed, warnings, source)
+    study_values = level_values(parsed.metadata, "STUDY")
     study_pk, study_created = _find_or_create(
         session,
         Study,
@@ -263,7 +302,7 @@ def add_instance(
                     source=source,
                     detail=json.dumps(
                         {
-                            "received_patient": patient_key(ds).replace("\x1f", "|"),
+                            "received_patient": patient_key(parsed.metadata).replace("\x1f", "|"),
                             "received_name": str(ds.get("PatientName", "") or ""),
                         }
                     ),
@@ -271,7 +310,7 @@ def add_instance(
             )
             patient_pk = indexed_patient
 
-    series_values = level_values(ds, "SERIES")
+    series_values = level_values(parsed.metadata, "SERIES")
     rq = parsed.metadata.get("0040A370")
     series_values["request_attributes_json"] = dicomjson.dumps(rq) if rq else ""
     series_values["source_ae_title"] = (
@@ -316,7 +355,49 @@ def add_instance(
                 )
             )
             study_pk = series_study
-    _add_sop_class(session, study_pk, parsed.sop_class_uid)
+            patient_pk = session.execute(
+                select(Study.patient_fk).where(Study.pk == study_pk)
+            ).scalar_one()
+    classes = session.execute(
+        select(Study.sop_classes_in_study).where(Study.pk == study_pk)
+    ).scalar_one()
+    return _Hierarchy(patient_pk, study_pk, series_pk, classes)
+
+
+def _previous_hierarchy(session: Session, series_pk: int) -> _Hierarchy:
+    row = session.execute(
+        select(Series.study_fk, Study.patient_fk)
+        .join(Study, Series.study_fk == Study.pk)
+        .where(Series.pk == series_pk)
+    ).one()
+    return _Hierarchy(row.patient_fk, row.study_fk, series_pk, "")
+
+
+def add_instance(
+    session: Session,
+    parsed: ParsedObject,
+    *,
+    storage_key: str,
+    size: int,
+    sha256: str,
+    source: str,
+    previous: Existing | None,
+    duplicate_policy: str,
+) -> AddOutcome:
+    """Index one stored object as the current version of its SOP Instance UID.
+
+    ``previous`` is the current version found before the object was stored (None for a new
+    object); under ``overwrite`` it is deleted (its object key is returned for removal after
+    commit), otherwise it is kept as a superseded version.
+    """
+    warnings = list(parsed.warnings)
+    h = _resolve(session, parsed, warnings, source)
+    classes = [c for c in h.sop_classes.split("\\") if c]
+    if parsed.sop_class_uid not in classes:
+        classes.append(parsed.sop_class_uid)
+        session.connection().execute(
+            _SET_SOP_CLASSES, {"key": h.study_pk, "classes": "\\".join(classes)}
+        )
 
     version = 1
     replaced_key: str | None = None
@@ -334,7 +415,7 @@ def add_instance(
                 .values(is_current=False, state="superseded", superseded_at=utcnow())
             )
             action = "supersede"
-        _bump(session, previous.series_pk, -1)
+        _bump_pks(session, _previous_hierarchy(session, previous.series_pk), -1)
         session.add(
             AuditEvent(
                 actor=source,
@@ -356,43 +437,53 @@ def add_instance(
             + ("replaced (overwrite policy)" if replaced_key else f"kept as version {version}")
         )
 
-    instance_values = level_values(ds, "IMAGE")
+    instance_values = fit(Instance, level_values(parsed.metadata, "IMAGE"))
+    instance_values.pop("sop_instance_uid", None)
+    instance_values.pop("sop_class_uid", None)
     pixel = parsed.pixel
-    row = Instance(
-        series_fk=series_pk,
-        sop_instance_uid=parsed.sop_instance_uid,
-        sop_class_uid=parsed.sop_class_uid,
-        transfer_syntax_uid=parsed.transfer_syntax,
-        storage_key=storage_key,
-        size=size,
-        sha256=sha256,
-        source=source,
-        version=version,
-        metadata_json=dicomjson.pack(parsed.metadata),
-        bulk_json=json.dumps(parsed.bulk, separators=(",", ":")) if parsed.bulk else "",
-        pixel_encapsulated=bool(pixel and pixel.encapsulated),
-        pixel_offset=pixel.value_offset if pixel else None,
-        pixel_length=pixel.value_length if pixel and pixel.value_length >= 0 else None,
-        frame_length=pixel.frame_length if pixel else None,
-        frames_indexed=len(pixel.frames) if pixel and pixel.encapsulated else 0,
-        is_video=bool(pixel and pixel.is_video),
-        warnings="\n".join(warnings),
-        **{
-            k: v
-            for k, v in fit(Instance, instance_values).items()
-            if k not in ("sop_instance_uid", "sop_class_uid")
-        },
-    )
     if pixel is not None and not instance_values.get("number_of_frames"):
-        row.number_of_frames = pixel.number_of_frames if pixel.number_of_frames > 1 else None
-    session.add(row)
-    session.flush()
+        instance_values["number_of_frames"] = (
+            pixel.number_of_frames if pixel.number_of_frames > 1 else None
+        )
+    now = utcnow()
+    instance_pk = (
+        session.connection()
+        .execute(
+            _INSERT_INSTANCE,
+            {
+                **_INSTANCE_DEFAULTS,
+                **instance_values,
+                "series_fk": h.series_pk,
+                "sop_instance_uid": parsed.sop_instance_uid,
+                "sop_class_uid": parsed.sop_class_uid,
+                "transfer_syntax_uid": parsed.transfer_syntax,
+                "storage_key": storage_key,
+                "size": size,
+                "sha256": sha256,
+                "received_at": now,
+                "source": source,
+                "version": version,
+                "is_current": True,
+                "state": "current",
+                "metadata_json": dicomjson.pack(parsed.metadata),
+                "bulk_json": json.dumps(parsed.bulk, separators=(",", ":")) if parsed.bulk else "",
+                "pixel_encapsulated": bool(pixel and pixel.encapsulated),
+                "pixel_offset": pixel.value_offset if pixel else None,
+                "pixel_length": pixel.value_length if pixel and pixel.value_length >= 0 else None,
+                "frame_length": pixel.frame_length if pixel else None,
+                "frames_indexed": len(pixel.frames) if pixel and pixel.encapsulated else 0,
+                "is_video": bool(pixel and pixel.is_video),
+                "warnings": "\n".join(warnings),
+            },
+        )
+        .scalar_one()
+    )
     if pixel is not None and pixel.encapsulated and pixel.frames:
         session.execute(
             insert(Frame),
             [
                 {
-                    "instance_fk": row.pk,
+                    "instance_fk": instance_pk,
                     "number": f.number,
                     "offset": f.offset,
                     "length": f.length,
@@ -401,9 +492,17 @@ def add_instance(
                 for f in pixel.frames
             ],
         )
-    _bump(session, series_pk, +1)
-    del patient_created
-    return AddOutcome(row.pk, version, warnings, replaced_key)
+    _bump_pks(session, h, +1)
+    return AddOutcome(instance_pk, version, warnings, replaced_key)
+
+
+#: Every column of an instance row but its key, with the value used when ingest has none.
+_INSTANCE_DEFAULTS: dict[str, Any] = {
+    c.name: None if c.nullable else ("" if isinstance(c.type, String | Text) else None)
+    for c in Instance.__table__.c
+    if c.name != "pk"
+}
+_INSERT_INSTANCE = insert(Instance).returning(Instance.pk)
 
 
 def count_rows(session: Session) -> dict[str, int]:
