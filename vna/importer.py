@@ -19,13 +19,26 @@ from pydicom.fileset import FileSet
 
 from vna.archive import Archive
 from vna.config import Settings
-from vna.errors import VnaError
-from vna.ingest import DUPLICATE, ingest_file, iter_files
+from vna.dicomfile import sniff
+from vna.errors import InvalidObject, VnaError
+from vna.ingest import (
+    DUPLICATE,
+    IngestResult,
+    Outcome,
+    Staged,
+    index_staged,
+    ingest_file,
+    iter_files,
+    stage_files,
+)
 
 log = logging.getLogger(__name__)
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 STORED, DUPLICATE_OUTCOME, REJECTED = "stored", "duplicate", "rejected"
+#: Files indexed per transaction: large enough to amortise commits, small enough that a
+#: progress bar moves and a failed batch is cheap to redo one by one.
+BATCH = 32
 
 
 @dataclass
@@ -66,18 +79,20 @@ class ImportSummary:
 
 
 def is_dicomdir(path: Path) -> bool:
-    """A DICOMDIR by name or by its Media Storage SOP Class (PS3.10 8.6)."""
+    """A DICOMDIR by name or by its Media Storage SOP Class in the file meta (PS3.10 8.6),
+    judged from the first bytes only: this runs on every file of an import."""
     if path.name.upper() == "DICOMDIR":
         return True
     try:
         with path.open("rb") as fp:
-            head = fp.read(132)
-            if head[128:132] != b"DICM":
-                return False
-            meta = dcmread(path, stop_before_pixels=True, specific_tags=[0x00020002]).file_meta
-    except Exception:
+            head = fp.read(1024)
+    except OSError:
         return False
-    return str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY
+    if head[128:132] != b"DICM":
+        return False
+    at = head.find(MEDIA_STORAGE_DIRECTORY.encode(), 132)
+    # the UID must end there (padding NUL or space), not continue as a longer UID
+    return at != -1 and head[at + len(MEDIA_STORAGE_DIRECTORY) : at + 21] in (b"\x00", b" ", b"")
 
 
 def dicomdir_files(path: Path) -> list[Path]:
@@ -129,6 +144,63 @@ def import_one(archive: Archive, path: Path) -> FileOutcome:
     return FileOutcome(str(path), status, "", result.sop_instance_uid, result.warnings)
 
 
+def _looks_like_dicom(path: Path) -> bool:
+    try:
+        with path.open("rb") as fp:
+            return sniff(fp)
+    except OSError:
+        return False
+
+
+def _outcome(path: Path, result: Outcome) -> FileOutcome:
+    if result is None:
+        return FileOutcome(str(path), REJECTED, "not processed")
+    if isinstance(result, VnaError):
+        return FileOutcome(str(path), REJECTED, str(result))
+    status = DUPLICATE_OUTCOME if result.status == DUPLICATE else STORED
+    return FileOutcome(str(path), status, "", result.sop_instance_uid, result.warnings)
+
+
+def stage_batch(archive: Archive, paths: list[Path]) -> tuple[list[Outcome], list[Staged]]:
+    """Stage the DICOM files of a batch (store them, rows not yet written); other files are
+    imported one by one through import_one and come back as finished outcomes."""
+    out: list[Outcome] = [None] * len(paths)
+    dicom = [i for i, p in enumerate(paths) if _looks_like_dicom(p)]
+    done, staged = stage_files(archive, [paths[i] for i in dicom])
+    for j, result in enumerate(done):
+        out[dicom[j]] = result
+    for item in staged:
+        item.index = dicom[item.index]
+    others = set(range(len(paths))) - set(dicom)
+    finished: dict[int, FileOutcome] = {i: import_one(archive, paths[i]) for i in others}
+    return [_as_result(finished.get(i), out[i]) for i in range(len(paths))], staged
+
+
+def _as_result(finished: FileOutcome | None, result: Outcome) -> Outcome:
+    if finished is None:
+        return result
+    if finished.status == REJECTED:
+        return InvalidObject(finished.reason)
+    return IngestResult(
+        status=DUPLICATE if finished.status == DUPLICATE_OUTCOME else "stored",
+        sop_class_uid="",
+        sop_instance_uid=finished.sop_instance_uid,
+        study_instance_uid="",
+        series_instance_uid="",
+        transfer_syntax_uid="",
+        size=0,
+        sha256="",
+        warnings=finished.warnings,
+    )
+
+
+def import_batch(archive: Archive, paths: list[Path]) -> list[FileOutcome]:
+    """Import several files: DICOM ones indexed together in one transaction."""
+    out, staged = stage_batch(archive, paths)
+    index_staged(archive, staged, "import", out)
+    return [_outcome(p, r) for p, r in zip(paths, out, strict=True)]
+
+
 class _Worker:
     """Process-local archive of a pool worker (opened once per worker process)."""
 
@@ -139,9 +211,12 @@ class _Worker:
         cls.archive = Archive.open(settings, migrate=False)
 
     @classmethod
-    def run(cls, path: str) -> FileOutcome:
+    def run(cls, paths: list[str]) -> tuple[list[Outcome], list[Staged]]:
+        """Stage a batch in this worker; the parent process writes the rows, so that a
+        SQLite index has one writer instead of processes queueing on its lock."""
         assert cls.archive is not None
-        return import_one(cls.archive, Path(path))
+        out, staged = stage_batch(cls.archive, [Path(p) for p in paths])
+        return out, [item.detach() for item in staged]
 
 
 def run_import(
@@ -162,13 +237,18 @@ def run_import(
         if on_outcome:
             on_outcome(outcome)
 
-    if n_workers == 1 or len(files) < 8:
-        for path in files:
-            record(import_one(archive, path))
+    batches = [files[i : i + BATCH] for i in range(0, len(files), BATCH)]
+    if n_workers == 1 or len(files) < 2 * BATCH:
+        for batch in batches:
+            for outcome in import_batch(archive, batch):
+                record(outcome)
         return summary
     with cf.ProcessPoolExecutor(
         max_workers=n_workers, initializer=_Worker.start, initargs=(archive.settings,)
     ) as pool:
-        for outcome in pool.map(_Worker.run, [str(p) for p in files], chunksize=4):
-            record(outcome)
+        jobs = [[str(p) for p in b] for b in batches]
+        for batch, (out, staged) in zip(batches, pool.map(_Worker.run, jobs), strict=True):
+            index_staged(archive, staged, "import", out)
+            for path, result in zip(batch, out, strict=True):
+                record(_outcome(path, result))
     return summary

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from pydicom.dataset import FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from storage import StoreError, StoreFull
@@ -37,6 +37,7 @@ from vna.errors import (
     SopClassMismatch,
     StorageError,
     StudyConflict,
+    VnaError,
 )
 from vna.index import writer
 from vna.index.attributes import patient_key
@@ -319,16 +320,7 @@ def _ingest(
     expected_study_uid: str | None,
 ) -> IngestResult:
     _check_expectations(parsed, expected_sop_class, expected_study_uid)
-    result = IngestResult(
-        status=STORED,
-        sop_class_uid=parsed.sop_class_uid,
-        sop_instance_uid=parsed.sop_instance_uid,
-        study_instance_uid=parsed.study_instance_uid,
-        series_instance_uid=parsed.series_instance_uid,
-        transfer_syntax_uid=parsed.transfer_syntax,
-        size=size,
-        sha256=sha256,
-    )
+    result = _new_result(parsed, sha256, size)
     # A check before storing: most duplicates and refusals end here without touching the
     # store (it is repeated, authoritatively, inside the write transaction).
     settings = archive.settings
@@ -427,7 +419,176 @@ def _index(
                 )
         except IntegrityError:
             log.debug("concurrent ingest of %s, retrying", parsed.sop_instance_uid)
+        except OperationalError as exc:
+            if not _is_transient(exc):
+                raise
+            log.debug("transient database conflict on %s, retrying", parsed.sop_instance_uid)
     raise StorageError(f"could not index {parsed.sop_instance_uid}: too many concurrent writers")
+
+
+@dataclass
+class Staged:
+    """An object stored and waiting for its index row (bulk import). Picklable once
+    detached, so that worker processes can stage and one process can index."""
+
+    index: int
+    parsed: ParsedObject
+    key: str
+    result: IngestResult
+
+    def detach(self) -> Staged:
+        """Drop the pydicom data sets (the index needs only the metadata)."""
+        self.parsed.dataset = Dataset()
+        self.parsed.file_meta = FileMetaDataset()
+        return self
+
+
+Outcome = IngestResult | VnaError | None
+
+
+def stage_files(archive: Archive, paths: list[Path]) -> tuple[list[Outcome], list[Staged]]:
+    """Hash, parse, check and store each file (durably); the index rows are not written.
+
+    Returns the outcome of every path that is already decided (refused, duplicate) and the
+    stored objects that still need their row (see index_staged).
+    """
+    out: list[Outcome] = [None] * len(paths)
+    staged: list[Staged] = []
+    settings = archive.settings
+    with archive.db.engine.connect() as conn:
+        for i, path in enumerate(paths):
+            try:
+                sha, size = file_sha256(path)
+                parsed = read_object(path)
+                result = _new_result(parsed, sha, size)
+                previous = _check_policies_in(
+                    conn, settings.duplicate_policy, settings.study_conflict_policy, parsed, sha
+                )
+                if previous is not None and previous.sha256 == sha:
+                    out[i] = _duplicate(result, parsed, previous, move=False)
+                    continue
+                key = new_storage_key()
+                _put(archive, key, path, move=False)
+                staged.append(Staged(i, parsed, key, result))
+            except VnaError as exc:
+                out[i] = exc
+            except OSError as exc:
+                out[i] = StorageError(f"cannot read {path}: {exc.strerror or exc}")
+    return out, staged
+
+
+def index_staged(archive: Archive, staged: list[Staged], source: str, out: list[Outcome]) -> None:
+    """Write the rows of stored objects in one transaction (one by one if that fails);
+    each outcome lands in ``out`` at the object's index."""
+    if not staged:
+        return
+    try:
+        _index_together(archive, staged, source, out)
+    except Exception:
+        log.debug("bulk index failed, indexing one by one", exc_info=True)
+        for item in staged:
+            out[item.index] = _index_one_staged(archive, item, source)
+
+
+def ingest_files(
+    archive: Archive, paths: list[Path], *, source: str
+) -> list[IngestResult | VnaError]:
+    """Ingest files the caller keeps, indexing them together in one transaction.
+
+    Bulk import spends most of its time in per-object transactions; here every file is
+    parsed, checked and stored (durably) first, then all rows commit at once. Each file is
+    still judged on its own: the list holds a result or the error of each path, in order.
+    """
+    out, staged = stage_files(archive, paths)
+    index_staged(archive, staged, source, out)
+    return [r if r is not None else StorageError("not processed") for r in out]
+
+
+def _new_result(parsed: ParsedObject, sha256: str, size: int) -> IngestResult:
+    return IngestResult(
+        status=STORED,
+        sop_class_uid=parsed.sop_class_uid,
+        sop_instance_uid=parsed.sop_instance_uid,
+        study_instance_uid=parsed.study_instance_uid,
+        series_instance_uid=parsed.series_instance_uid,
+        transfer_syntax_uid=parsed.transfer_syntax,
+        size=size,
+        sha256=sha256,
+    )
+
+
+def _index_together(
+    archive: Archive,
+    staged: list[Staged],
+    source: str,
+    out: list[Outcome],
+) -> None:
+    settings = archive.settings
+    to_remove: list[str] = []
+    done: list[tuple[Staged, IngestResult]] = []
+    with archive.db.write() as session:
+        for item in staged:
+            sha = item.result.sha256
+            previous = _check_policies_in(
+                session,
+                settings.duplicate_policy,
+                settings.study_conflict_policy,
+                item.parsed,
+                sha,
+            )
+            if previous is not None and previous.sha256 == sha:
+                to_remove.append(item.key)  # the same bytes arrived twice in this batch
+                done.append((item, _duplicate(item.result, item.parsed, previous, move=False)))
+                continue
+            outcome = writer.add_instance(
+                session,
+                item.parsed,
+                storage_key=item.key,
+                size=item.result.size,
+                sha256=sha,
+                source=source,
+                previous=previous,
+                duplicate_policy=settings.duplicate_policy,
+            )
+            if outcome.replaced_key:
+                to_remove.append(outcome.replaced_key)
+            item.result.version = outcome.version
+            item.result.warnings = outcome.warnings
+            done.append((item, item.result))
+    for item, result in done:
+        out[item.index] = result
+    for key in to_remove:
+        _remove_quietly(archive, key)
+
+
+def _index_one_staged(archive: Archive, item: Staged, source: str) -> IngestResult | VnaError:
+    try:
+        outcome = _index(
+            archive, item.parsed, item.key, item.result.size, item.result.sha256, source
+        )
+    except VnaError as exc:
+        _remove_quietly(archive, item.key)
+        return exc
+    except Exception as exc:
+        _remove_quietly(archive, item.key)
+        return StorageError(f"could not index {item.parsed.sop_instance_uid}: {exc}")
+    if outcome is None:
+        _remove_quietly(archive, item.key)
+        item.result.status = DUPLICATE
+        item.result.warnings = [*item.parsed.warnings, "already stored with identical content"]
+        return item.result
+    if outcome.replaced_key:
+        _remove_quietly(archive, outcome.replaced_key)
+    item.result.version = outcome.version
+    item.result.warnings = outcome.warnings
+    return item.result
+
+
+def _is_transient(exc: OperationalError) -> bool:
+    """A deadlock or serialization failure (PostgreSQL SQLSTATE 40P01 / 40001), or a busy
+    SQLite: the transaction can simply be run again."""
+    code = getattr(exc.orig, "sqlstate", None)
+    return code in ("40P01", "40001") or "database is locked" in str(exc.orig)
 
 
 def _put(archive: Archive, key: str, path: Path, move: bool) -> None:
@@ -447,13 +608,18 @@ def _remove_quietly(archive: Archive, key: str) -> None:
 
 
 def iter_files(paths: Iterable[Path]) -> Iterable[Path]:
-    """Every regular file under the given files and folders, in a stable order."""
+    """Every regular file under the given files and folders, in a stable order.
+
+    Inside folders, hidden files and folders (a leading dot: ``.DS_Store``, ``._x``, version
+    control) are not DICOM media content and are skipped; a file named explicitly is not.
+    """
     for path in paths:
         if path.is_dir():
             for root, dirs, files in os.walk(path):
-                dirs.sort()
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
-                    yield Path(root) / name
+                    if not name.startswith("."):
+                        yield Path(root) / name
         else:
             yield path
 

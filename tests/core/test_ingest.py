@@ -232,3 +232,28 @@ def test_bare_dataset_gets_file_meta(archive: Archive, tmp_path: Path) -> None:
     assert stored[128:132] == b"DICM"
     assert stored.endswith(bare.read_bytes())
     assert any("File Meta" in w for w in result.warnings)
+
+
+def test_bulk_ingest_judges_each_file(archive: Archive, tmp_path: Path) -> None:
+    from vna.errors import VnaError
+    from vna.ingest import ingest_files
+
+    study = uid()
+    good = [write(make_dataset(study_uid=study, instance_number=i), tmp_path / f"{i}.dcm")
+            for i in range(3)]
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not dicom at all" * 10)
+    changed_ds = make_dataset(study_uid=study, study_description="v1")
+    first = write(changed_ds, tmp_path / "v1.dcm")
+    changed_ds.StudyDescription = "v2"
+    second = write(changed_ds, tmp_path / "v2.dcm")
+    paths = [*good, junk, good[0], first, second]
+    results = ingest_files(archive, paths, source="import")
+    assert [type(r).__name__ for r in results[:3]] == ["IngestResult"] * 3
+    assert isinstance(results[3], VnaError)
+    assert not isinstance(results[4], VnaError) and results[4].status == DUPLICATE
+    assert not isinstance(results[6], VnaError) and results[6].version == 2
+    # the identical copy inside the batch stored nothing more: 3 + 2 versions
+    assert len(list(archive.store.keys())) == 5
+    report = verify(archive)
+    assert report.ok, report.as_dict()

@@ -27,13 +27,15 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL: readers never block the writer. synchronous=FULL: a committed row survives power
-    # loss (the object was fsynced before). case_sensitive_like: DICOM matching is case
-    # sensitive (PS3.4 C.2.2.2.4); SQLite's LIKE is not by default.
+    # WAL: readers never block the writer. synchronous=NORMAL: a commit is safe against a
+    # process crash; a power loss can drop the last commits, never corrupt the index, and
+    # never an object (objects are fsynced before their row is written), so `vna verify
+    # --repair` re-indexes whatever such a loss left without a row. case_sensitive_like:
+    # DICOM matching is case sensitive (PS3.4 C.2.2.2.4); SQLite's LIKE is not by default.
     dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (see _begin)
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA case_sensitive_like=ON")

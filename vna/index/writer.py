@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from vna import dicomjson
 from vna.dicomfile import ParsedObject
-from vna.index.attributes import level_values, patient_key
+from vna.index.attributes import level_values, meta_text, patient_key
 from vna.index.tables import (
     AuditEvent,
     Frame,
@@ -195,11 +195,16 @@ class _Hierarchy:
 
 
 def _bump_pks(session: Session, h: _Hierarchy, delta: int) -> None:
+    """Add ``delta`` current instances to the patient, study and series of ``h``.
+
+    Row locks are always taken in the order patient → study → series (here and in
+    ``_resolve``), so concurrent writers on PostgreSQL queue instead of deadlocking.
+    """
     # Core statements on the session's connection: the ORM layer is not needed for these.
     conn = session.connection()
-    conn.execute(_BUMP_SERIES, {"key": h.series_pk, "delta": delta})
-    conn.execute(_BUMP_STUDY, {"key": h.study_pk, "delta": delta, "now": utcnow()})
     conn.execute(_BUMP_PATIENT, {"key": h.patient_pk, "delta": delta})
+    conn.execute(_BUMP_STUDY, {"key": h.study_pk, "delta": delta, "now": utcnow()})
+    conn.execute(_BUMP_SERIES, {"key": h.series_pk, "delta": delta})
 
 
 def _known_series(
@@ -265,7 +270,7 @@ def _resolve(
     fast = _known_series(session, parsed, warnings, source)
     if fast is not None:
         return fast
-    ds = parsed.dataset
+    meta = parsed.metadata
     patient_pk, _ = _patient(session, parsed, warnings, source)
     study_values = level_values(parsed.metadata, "STUDY")
     study_pk, study_created = _find_or_create(
@@ -298,12 +303,12 @@ def _resolve(
                     kind="study-patient",
                     sop_instance_uid=parsed.sop_instance_uid,
                     study_instance_uid=parsed.study_instance_uid,
-                    patient_id=str(ds.get("PatientID", "") or ""),
+                    patient_id=meta_text(meta, 0x00100020),
                     source=source,
                     detail=json.dumps(
                         {
                             "received_patient": patient_key(parsed.metadata).replace("\x1f", "|"),
-                            "received_name": str(ds.get("PatientName", "") or ""),
+                            "received_name": meta_text(meta, 0x00100010),
                         }
                     ),
                 )
@@ -325,14 +330,14 @@ def _resolve(
     )
     if series_created:
         session.execute(
-            update(Study)
-            .where(Study.pk == study_pk)
-            .values(number_of_series=Study.number_of_series + 1)
-        )
-        session.execute(
             update(Patient)
             .where(Patient.pk == patient_pk)
             .values(number_of_series=Patient.number_of_series + 1)
+        )
+        session.execute(
+            update(Study)
+            .where(Study.pk == study_pk)
+            .values(number_of_series=Study.number_of_series + 1)
         )
         _refresh_modalities(session, study_pk)
     else:
@@ -349,7 +354,7 @@ def _resolve(
                     kind="series-study",
                     sop_instance_uid=parsed.sop_instance_uid,
                     study_instance_uid=parsed.study_instance_uid,
-                    patient_id=str(ds.get("PatientID", "") or ""),
+                    patient_id=meta_text(meta, 0x00100020),
                     source=source,
                     detail=json.dumps({"series": parsed.series_instance_uid}),
                 )
@@ -392,12 +397,6 @@ def add_instance(
     """
     warnings = list(parsed.warnings)
     h = _resolve(session, parsed, warnings, source)
-    classes = [c for c in h.sop_classes.split("\\") if c]
-    if parsed.sop_class_uid not in classes:
-        classes.append(parsed.sop_class_uid)
-        session.connection().execute(
-            _SET_SOP_CLASSES, {"key": h.study_pk, "classes": "\\".join(classes)}
-        )
 
     version = 1
     replaced_key: str | None = None
@@ -493,6 +492,12 @@ def add_instance(
             ],
         )
     _bump_pks(session, h, +1)
+    classes = [c for c in h.sop_classes.split("\\") if c]
+    if parsed.sop_class_uid not in classes:
+        classes.append(parsed.sop_class_uid)
+        session.connection().execute(
+            _SET_SOP_CLASSES, {"key": h.study_pk, "classes": "\\".join(classes)}
+        )
     return AddOutcome(instance_pk, version, warnings, replaced_key)
 
 
