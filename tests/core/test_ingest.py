@@ -257,3 +257,31 @@ def test_bulk_ingest_judges_each_file(archive: Archive, tmp_path: Path) -> None:
     assert len(list(archive.store.keys())) == 5
     report = verify(archive)
     assert report.ok, report.as_dict()
+
+
+@pytest.mark.postgres
+def test_processes_starting_together_migrate_once(pg_database_url: str) -> None:
+    """Two archive processes opening one new PostgreSQL database at once both succeed."""
+    import concurrent.futures as cf
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    from vna.index.db import Database
+
+    engine = create_engine(pg_database_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+
+    def open_db() -> list[str]:
+        db = Database(pg_database_url)
+        try:
+            db.migrate()
+            return db.table_names()
+        finally:
+            db.dispose()
+
+    with cf.ThreadPoolExecutor(3) as pool:
+        tables = list(pool.map(lambda _: open_db(), range(3)))
+    assert all("instance" in t for t in tables)

@@ -24,6 +24,7 @@ from sqlalchemy.pool import NullPool
 from vna.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_ID = 0x564E41  # "VNA": the advisory lock that serialises schema migrations
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -138,6 +139,10 @@ class Database:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with self._write_lock, self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # several archive processes may start together on one database: one migrates,
+                # the others wait and then find nothing left to do
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
