@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import os
-import resource
 import shutil
 import struct
 import subprocess
@@ -47,8 +46,15 @@ def generate(folder: Path, count: int, size: int) -> Path:
             study, patient = uid(), f"BENCH{i // 100:05d}"
         if i % 50 == 0:
             series = uid()
-        ds = make_dataset(rows=size, columns=size, study_uid=study, series_uid=series,
-                          instance_number=i % 100 + 1, patient_id=patient, seed=i % 7)
+        ds = make_dataset(
+            rows=size,
+            columns=size,
+            study_uid=study,
+            series_uid=series,
+            instance_number=i % 100 + 1,
+            patient_id=patient,
+            seed=i % 7,
+        )
         write(ds, folder / f"{i:06d}.dcm")
     marker.touch()
     return folder
@@ -83,7 +89,10 @@ def vna_import(folder: Path, env: dict[str, str], workers: int) -> float:
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "vna", "import", str(folder), "-j", str(workers), "--json"],
-        env=env, capture_output=True, text=True, cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
@@ -101,8 +110,9 @@ def peak_rss_of(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
         "assert r.returncode == 0, r.stderr[-2000:]\n"
         "print(dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT
+    )
     if out.returncode != 0:
         raise SystemExit(out.stderr[-2000:])
     elapsed, kib = out.stdout.split()
@@ -126,14 +136,16 @@ class PostgresS3:
         from tests.support.seaweed import S3Server, SeaweedGateway, find_weed
 
         self.db = f"vna_bench_{uuid.uuid4().hex[:8]}"
-        self.admin = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
-                                   poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        self.admin = create_engine(
+            "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+            poolclass=NullPool,
+            isolation_level="AUTOCOMMIT",
+        )
         with self.admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{self.db}"'))
         self.gateway = SeaweedGateway(find_weed())
         self.gateway.start()
-        self.s3 = S3Server(self.gateway.endpoint, self.gateway.access_key,
-                           self.gateway.secret_key)
+        self.s3 = S3Server(self.gateway.endpoint, self.gateway.access_key, self.gateway.secret_key)
         return self
 
     def env(self, data_dir: Path, bucket: str) -> dict[str, str]:
@@ -147,8 +159,9 @@ class PostgresS3:
         from sqlalchemy import create_engine, text
         from sqlalchemy.pool import NullPool
 
-        engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.db}",
-                               poolclass=NullPool)
+        engine = create_engine(
+            f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.db}", poolclass=NullPool
+        )
         with engine.begin() as conn:
             conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
 
@@ -157,9 +170,10 @@ class PostgresS3:
 
         self.gateway.stop()
         with self.admin.connect() as conn:
-            conn.execute(text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"
-            ), {"d": self.db})
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
+                {"d": self.db},
+            )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{self.db}"'))
 
 
@@ -167,9 +181,12 @@ def orthanc_upload(folder: Path, clients: int) -> float:
     """Orthanc's own bulk upload path: POST every file to /instances."""
     files = sorted(folder.glob("*.dcm"))
     with Orthanc() as orthanc:
+
         def post(path: Path) -> None:
             request = urllib.request.Request(
-                f"{orthanc.http}/instances", data=path.read_bytes(), method="POST",
+                f"{orthanc.http}/instances",
+                data=path.read_bytes(),
+                method="POST",
                 headers={"Content-Type": "application/dicom"},
             )
             with urllib.request.urlopen(request) as response:
@@ -211,17 +228,23 @@ def main() -> None:
                 elapsed = vna_import(folder, env, args.workers)
                 rows.append((name, "postgres+s3", count, size, elapsed, orthanc_time))
 
-    print(f"\ningest benchmark ({os.cpu_count()} cores), `vna import -j {args.workers}`; "
-          f"Orthanc 1.10: REST POST /instances with {args.workers} clients, default SQLite+files")
-    print(f"{'data set':<22} {'back end':<12} {'inst/s':>8} {'MB/s':>8} "
-          f"{'Orthanc inst/s':>15} {'ratio':>6}")
+    print(
+        f"\ningest benchmark ({os.cpu_count()} cores), `vna import -j {args.workers}`; "
+        f"Orthanc 1.10: REST POST /instances with {args.workers} clients, default SQLite+files"
+    )
+    print(
+        f"{'data set':<22} {'back end':<12} {'inst/s':>8} {'MB/s':>8} "
+        f"{'Orthanc inst/s':>15} {'ratio':>6}"
+    )
     for name, backend, count, size, elapsed, orthanc_time in rows:
         rate = count / elapsed
         mbs = size / elapsed / 1e6
         if orthanc_time:
             o_rate = count / orthanc_time
-            print(f"{name:<22} {backend:<12} {rate:8.1f} {mbs:8.1f} {o_rate:15.1f} "
-                  f"{rate / o_rate:6.2f}")
+            print(
+                f"{name:<22} {backend:<12} {rate:8.1f} {mbs:8.1f} {o_rate:15.1f} "
+                f"{rate / o_rate:6.2f}"
+            )
         else:
             print(f"{name:<22} {backend:<12} {rate:8.1f} {mbs:8.1f}")
 
@@ -233,9 +256,10 @@ def main() -> None:
             [sys.executable, "-m", "vna", "import", str(big), "-j", "1"], env
         )
     size_mb = big.stat().st_size / 1e6
-    print(f"\none {size_mb:.0f} MB multi-frame object: vna import {elapsed:.1f} s "
-          f"({size_mb / elapsed:.0f} MB/s), peak RSS {rss / 1e6:.0f} MB (target < 300 MB)")
-
+    print(
+        f"\none {size_mb:.0f} MB multi-frame object: vna import {elapsed:.1f} s "
+        f"({size_mb / elapsed:.0f} MB/s), peak RSS {rss / 1e6:.0f} MB (target < 300 MB)"
+    )
 
 
 if __name__ == "__main__":

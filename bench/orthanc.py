@@ -29,8 +29,12 @@ def free_port() -> int:
 class Orthanc:
     """``with Orthanc() as o:`` — ``o.http`` (base URL), ``o.dicom_port``, ``o.aet``."""
 
-    def __init__(self, dicomweb: bool = False, aet: str = "ORTHANC",
-                 modalities: dict[str, tuple[str, str, int]] | None = None) -> None:
+    def __init__(
+        self,
+        dicomweb: bool = False,
+        aet: str = "ORTHANC",
+        modalities: dict[str, tuple[str, str, int]] | None = None,
+    ) -> None:
         self.dicomweb = dicomweb
         self.aet = aet
         self.modalities = modalities or {}
