@@ -51,7 +51,8 @@ def apply(archive: Archive, route: str | None, path: Path) -> Path | None:
     profile = str(options.get("profile", "") or "")
     project = str(options.get("project", "") or archive.settings.deid_default_project)
     if not profile:
-        return _check_only(archive, route, project, path, service)
+        _check_only(archive, route, project, path, service)
+        return None
     try:
         engine = service.Deidentifier(
             archive.settings,

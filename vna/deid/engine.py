@@ -309,7 +309,12 @@ class Engine:
                     self._scrub(sub, ctx, mode)
                 continue
             if element.keyword in CODE_KEYWORDS or element.VR not in (
-                *TEXT_VRS, "PN", "DA", "DT", "TM", "UI"
+                *TEXT_VRS,
+                "PN",
+                "DA",
+                "DT",
+                "TM",
+                "UI",
             ):
                 continue
             if element.VR == "UI":
@@ -340,7 +345,9 @@ class Engine:
                 continue
             if tag in self._rows or tag in self._keep or element.tag.is_private:
                 continue
-            new = shift_value(element.VR, element.value, ctx.offset) if self.modified_dates else None
+            new = (
+                shift_value(element.VR, element.value, ctx.offset) if self.modified_dates else None
+            )
             element.value = new if new not in (None, "", []) else dummy_value(element.VR)
 
     # -- attributes describing what was done (PS3.15 E.1.1, PS3.3 C.12.1) --------------------
@@ -483,9 +490,9 @@ def _remove_private(ds: Dataset, safe: set[tuple[int, str, int]]) -> None:
             kept_blocks.add(block)
             continue
         del ds[tag]
-    for (group, block), _creator in creators.items():
-        if (group, block) not in kept_blocks:
-            del ds[(group << 16) | block]
+    for creator_key in creators:
+        if creator_key not in kept_blocks:
+            del ds[(creator_key[0] << 16) | creator_key[1]]
     for element in list(ds):
         if element.tag.is_private and not element.tag.is_private_creator:
             continue
@@ -514,7 +521,9 @@ def sync_file_meta(ds: Dataset) -> None:
     old = getattr(ds, "file_meta", None) or FileMetaDataset()
     meta = FileMetaDataset()
     meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = UID(str(ds.get("SOPClassUID", old.get("MediaStorageSOPClassUID"))))
+    meta.MediaStorageSOPClassUID = UID(
+        str(ds.get("SOPClassUID", old.get("MediaStorageSOPClassUID")))
+    )
     meta.MediaStorageSOPInstanceUID = UID(str(ds.get("SOPInstanceUID", "")))
     meta.TransferSyntaxUID = old.get("TransferSyntaxUID", UID("1.2.840.10008.1.2.1"))
     meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)

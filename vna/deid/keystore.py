@@ -120,7 +120,9 @@ def load_master_key(key_file: Path | None, key_env: str, default_file: Path) -> 
         try:
             text = key_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read the de-identification key file {key_file}: {exc}")
+            raise ConfigError(
+                f"cannot read the de-identification key file {key_file}: {exc}"
+            ) from exc
     if not text:
         if not default_file.exists():
             default_file.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from vna.deid import clean
-from vna.deid.engine import CLASS_UID_KEYWORDS, CODE_KEYWORDS, is_well_known_uid
+from vna.deid.engine import CLASS_UID_KEYWORDS, is_well_known_uid
 from vna.deid.table import load_safe_private, load_table
 
 TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "AE", "UR", "PN"})
@@ -92,7 +92,7 @@ def identifiers(src: Dataset, source: str = "") -> list[Identifier]:
     found: list[Identifier] = []
     retained: set[str] = set()  # values and words of attributes the standard keeps
     creators: dict[tuple[int, int], str] = {}
-    for path, element in walk(src):
+    for _path, element in walk(src):
         tag = element.tag
         if tag.is_private_creator:
             creators[(tag.group, tag.element)] = str(element.value).upper()
@@ -141,9 +141,7 @@ def identifiers(src: Dataset, source: str = "") -> list[Identifier]:
                     retained.update(p.lower() for p in re.split(r"[-.']", word))
     unique = {(i.kind, i.value.lower()): i for i in found}
     return [
-        i
-        for i in unique.values()
-        if i.kind in ("uid", "date") or i.value.lower() not in retained
+        i for i in unique.values() if i.kind in ("uid", "date") or i.value.lower() not in retained
     ]
 
 
@@ -166,7 +164,9 @@ def _date_forms(value: str) -> list[str]:
     ]
 
 
-def check(sources: Iterable[tuple[str, Dataset]], outputs: Iterable[tuple[str, Dataset]]) -> list[Leak]:
+def check(
+    sources: Iterable[tuple[str, Dataset]], outputs: Iterable[tuple[str, Dataset]]
+) -> list[Leak]:
     """Every identifying value of any source found in any output."""
     idents: list[Identifier] = []
     for name, src in sources:

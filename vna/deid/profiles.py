@@ -145,7 +145,9 @@ def compose(
         if option not in OPTIONS:
             raise ConfigError(f"unknown option {option!r}; known: {', '.join(OPTIONS)}")
     if all(o in options for o in EXCLUSIVE_OPTIONS):
-        raise ConfigError("retain-long-full-dates and retain-long-modified-dates exclude each other")
+        raise ConfigError(
+            "retain-long-full-dates and retain-long-modified-dates exclude each other"
+        )
     private = str(spec.get("private", "remove"))
     if private not in PRIVATE_POLICIES:
         raise ConfigError(f"profile {name}: private must be one of {PRIVATE_POLICIES}")

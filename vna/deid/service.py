@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
-from pydicom.filewriter import dcmwrite
 from pydicom.dataset import Dataset
+from pydicom.filewriter import dcmwrite
 
 from vna.archive import Archive
 from vna.config import Settings
@@ -53,7 +53,7 @@ def keystore_of(archive: Archive) -> KeyStore:
     if store is None:
         store = open_keystore(archive.settings)
         archive.services["deid.keystore"] = store
-    return store  # type: ignore[no-any-return]
+    return store
 
 
 def projects(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -226,7 +226,9 @@ def reidentify(
     asked = {"project": project, "pseudonym": pseudonym, "uid": uid}
     if user not in admins or not reason.strip():
         audit(archive, "reidentify-denied", actor=user, reason=reason, detail=asked)
-        why = "a reason is required" if user in admins else f"{user} is not a re-identification admin"
+        why = (
+            "a reason is required" if user in admins else f"{user} is not a re-identification admin"
+        )
         raise PermissionDenied(why)
     store = keystore_of(archive)
     found: dict[str, Any] = {}

@@ -41,7 +41,9 @@ class Option:
 OPTIONS: dict[str, Option] = {
     o.name: o
     for o in (
-        Option("retain-safe-private", "retain_safe_private", "113111", "Retain Safe Private Option"),
+        Option(
+            "retain-safe-private", "retain_safe_private", "113111", "Retain Safe Private Option"
+        ),
         Option("retain-uids", "retain_uids", "113110", "Retain UIDs Option"),
         Option(
             "retain-device-identity",
@@ -188,15 +190,67 @@ _REASONS = (
     (("Address", "Telephone", "Telecom", "Residence", "Location"), "contact or location details"),
     (("UID",), "a UID can be traced back to the originating system and its records"),
     (("Date", "Time", "Timestamp"), "dates and times identify when combined with other facts"),
-    (("Name", "Author", "Recorder", "Transcriber", "Physician", "Observer", "Performer",
-      "Owner", "Person", "Operator", "Reviewer", "Interpreter", "Approver", "Participant"),
-     "names a person or an organisation"),
-    (("Description", "Comments", "Text", "Notes", "Label", "History", "Reason", "Impressions",
-      "Narrative", "Diagnos", "Alerts", "Allergies", "Occupation", "Keywords", "Subject",
-      "Title", "Protocol", "Agent", "Note", "Site", "State", "Needs", "Medication"),
-     "free text may contain identifying details"),
-    (("ID", "Identifier", "Number", "Barcode", "Locator", "Issuer", "Serial", "MAC",
-      "Signature"), "an identifier that can be traced back to a patient, order or device"),
+    (
+        (
+            "Name",
+            "Author",
+            "Recorder",
+            "Transcriber",
+            "Physician",
+            "Observer",
+            "Performer",
+            "Owner",
+            "Person",
+            "Operator",
+            "Reviewer",
+            "Interpreter",
+            "Approver",
+            "Participant",
+        ),
+        "names a person or an organisation",
+    ),
+    (
+        (
+            "Description",
+            "Comments",
+            "Text",
+            "Notes",
+            "Label",
+            "History",
+            "Reason",
+            "Impressions",
+            "Narrative",
+            "Diagnos",
+            "Alerts",
+            "Allergies",
+            "Occupation",
+            "Keywords",
+            "Subject",
+            "Title",
+            "Protocol",
+            "Agent",
+            "Note",
+            "Site",
+            "State",
+            "Needs",
+            "Medication",
+        ),
+        "free text may contain identifying details",
+    ),
+    (
+        (
+            "ID",
+            "Identifier",
+            "Number",
+            "Barcode",
+            "Locator",
+            "Issuer",
+            "Serial",
+            "MAC",
+            "Signature",
+        ),
+        "an identifier that can be traced back to a patient, order or device",
+    ),
     (("Sequence",), "its items carry identities of persons, orders or devices"),
 )
 
@@ -283,7 +337,9 @@ def option_recipe(name: str) -> str:
         "# layer wins for the same attribute.",
         _GENERATED,
     ]
-    entries = [(row, row.options[option.column]) for row in load_table() if option.column in row.options]
+    entries = [
+        (row, row.options[option.column]) for row in load_table() if option.column in row.options
+    ]
     if name == "retain-safe-private":
         body = _recipe_body(header, entries)
         keeps = [
