@@ -24,7 +24,7 @@ from deid.dicom.fields import _get_fields_inner
 from deid.dicom.parser import DicomParser
 from deid.logger import bot
 from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, UID_dictionary
@@ -171,7 +171,11 @@ class Engine:
 
     # -- the whole pass ----------------------------------------------------------------------
     def apply(self, ds: Dataset, *, pixels_cleaned: bool = False) -> Result:
-        """De-identify ``ds`` in place and return it with what was done."""
+        """De-identify ``ds`` (in place when it was read from a file) and return it with what
+        was done."""
+        if not isinstance(ds, FileDataset):  # deid's parser needs a hashable FileDataset
+            meta = getattr(ds, "file_meta", None) or FileMetaDataset()
+            ds = FileDataset("", ds, file_meta=meta, preamble=b"\0" * 128)
         original_sop = str(ds.get("SOPInstanceUID", ""))
         ctx = _Context(self, ds)
         if self.needs_patient:

@@ -82,7 +82,13 @@ def walk(ds: Dataset, path: str = "") -> Iterator[tuple[str, DataElement]]:
 
 
 def _table_tags() -> dict[int, str]:
-    return {r.tag_int: r.basic for r in load_table() if r.tag_int is not None}
+    """Tags of Table E.1-1 that carry identity -> basic code. Patient characteristics (age,
+    sex, size, weight, ethnic group...) describe, they do not identify: not counted."""
+    return {
+        r.tag_int: r.basic
+        for r in load_table()
+        if r.tag_int is not None and r.options.get("retain_patient_characteristics") != "K"
+    }
 
 
 def identifiers(src: Dataset, source: str = "") -> list[Identifier]:
