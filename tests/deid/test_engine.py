@@ -166,6 +166,7 @@ def test_clean_structured_content_scrubs_text_and_names(deidentifier) -> None:  
     assert str(out.ContentSequence[0].PersonName) == DUMMY_TEXT
 
 
+@pytest.mark.slow
 def test_teaching_and_research_leave_no_leak_and_no_new_errors_on_real_files(  # type: ignore[no-untyped-def]
     deidentifier, tmp_path
 ) -> None:

@@ -176,6 +176,8 @@ class Engine:
         if not isinstance(ds, FileDataset):  # deid's parser needs a hashable FileDataset
             meta = getattr(ds, "file_meta", None) or FileMetaDataset()
             ds = FileDataset("", ds, file_meta=meta, preamble=b"\0" * 128)
+        if not isinstance(getattr(ds, "filename", ""), str):
+            ds.filename = ""  # read from a stream: deid expects a path or nothing
         original_sop = str(ds.get("SOPInstanceUID", ""))
         ctx = _Context(self, ds)
         if self.needs_patient:
