@@ -91,6 +91,8 @@ def test_checker_finds_uids_and_text_inside_pixel_fragments() -> None:
 
 def test_checker_is_quiet_on_a_clean_copy() -> None:
     source = _source()
-    out = make_dataset(patient_name="", patient_id="", study_date="19000101", study_uid=uid())
-    out.StudyDescription = "Test study"
+    out = make_dataset(patient_name="", patient_id="", study_date="19000101", study_uid=uid(),
+                       accession="", birth_date="")
+    out.ReferringPhysicianName = ""
+    out.StudyDescription = "CT chest"
     assert leaks.check([("s", source)], [("o", out)]) == []

@@ -11,16 +11,18 @@ from tests.support.factory import make_dataset, uid
 from vna.deid.table import load_table
 
 SKIP_GROUPS = (0x0000, 0x0002, 0xFFFA, 0xFFFC)
+PLANTED_DATE = "19610203"
 
 
 def planted_value(vr: str, n: int) -> object:
     """A value unique to row ``n`` that the leak checker recognises as identifying."""
     if vr == "PN":
         return f"Plantedname{n}^Given{n}"
+    # one date for all rows: a shifted date can then never coincide with another source date
     if vr == "DA":
-        return f"19{50 + n % 40:02d}{1 + n % 12:02d}{1 + n % 28:02d}"
+        return PLANTED_DATE
     if vr == "DT":
-        return f"19{50 + n % 40:02d}{1 + n % 12:02d}{1 + n % 28:02d}101010"
+        return PLANTED_DATE + "101010"
     if vr == "TM":
         return "101010"
     if vr == "UI":
@@ -48,13 +50,19 @@ def planted_item(n: int) -> Dataset:
     item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     item.ReferencedSOPInstanceUID = uid()
     item.TextValue = f"Seqtext{n} hidden{n}"
-    item.Date = f"19{60 + n % 30:02d}0{1 + n % 9}1{n % 9}"
+    item.Date = PLANTED_DATE
     return item
 
 
 def planted_dataset() -> Dataset:
     """A CT object with every (non-repeating) Table E.1-1 attribute set."""
-    ds = make_dataset(patient_name="Plantedpatient^Anna", patient_id="PLANTPID9", accession="ACC777")
+    ds = make_dataset(
+        patient_name="Plantedpatient^Anna",
+        patient_id="PLANTPID9",
+        accession="ACC777",
+        birth_date=PLANTED_DATE,
+        study_date=PLANTED_DATE,
+    )
     for n, row in enumerate(load_table()):
         tag = row.tag_int
         if tag is None or (tag >> 16) in SKIP_GROUPS or not row.vr:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from deid.dicom.pixels.clean import clean_pixel_data
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from vna.errors import InvalidObject
@@ -121,7 +121,8 @@ def clean_regions(ds: Dataset, boxes: list[str]) -> None:
         ds.decompress()
     original = ds.pixel_array
     results = {"flagged": True, "results": [{"coordinates": [[0, _corners(b)] for b in boxes]}]}
-    cleaned = clean_pixel_data(dicom_file=ds, results=results)
+    view = ds if isinstance(ds, FileDataset) else FileDataset("", ds, file_meta=ds.file_meta)
+    cleaned = clean_pixel_data(dicom_file=view, results=results)
     cleaned = np.asarray(cleaned).astype(original.dtype, copy=False).reshape(original.shape)
     ds.PixelData = cleaned.astype(cleaned.dtype.newbyteorder("<"), copy=False).tobytes()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
