@@ -44,6 +44,8 @@ def deidentifier(
     deid_settings: Settings, keystore: KeyStore
 ) -> Callable[..., service.Deidentifier]:
     def make(profile: str, project: str = "p1", options: list[str] | None = None):  # type: ignore[no-untyped-def]
-        return service.Deidentifier(deid_settings, profile, project, keystore, options=options or [])
+        return service.Deidentifier(
+            deid_settings, profile, project, keystore, options=options or []
+        )
 
     return make

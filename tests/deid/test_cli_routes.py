@@ -18,8 +18,7 @@ from vna.ingest import ingest_file
 
 def _env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "vna.toml").write_text(
-        'deid_reidentify_admins = "alice"\n'
-        '[deid_projects.teach]\nanonymous_only = true\n'
+        'deid_reidentify_admins = "alice"\n[deid_projects.teach]\nanonymous_only = true\n'
     )
     return {"VNA_CONFIG": str(tmp_path / "vna.toml"), "VNA_DEID_KEY": "cli-test-key"}
 
@@ -29,19 +28,52 @@ def test_deid_to_a_folder_then_check_and_reidentify(local_settings, tmp_path) ->
     make_file(src / "a.dcm", patient_name="Brightwater^Ola", patient_id="ID555")
     out = tmp_path / "out"
     env = _env(tmp_path)
-    run = run_vna("deid", "--profile", "research", "--project", "reg", str(src), "--out", str(out),
-                  "--json", settings=local_settings, **env)
+    run = run_vna(
+        "deid",
+        "--profile",
+        "research",
+        "--project",
+        "reg",
+        str(src),
+        "--out",
+        str(out),
+        "--json",
+        settings=local_settings,
+        **env,
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["deidentified"] == 1
     check = run_vna("deid-check", str(src), str(out), settings=local_settings, **env)
     assert check.returncode == 0, check.stdout
     leaky = run_vna("deid-check", str(src), str(src), settings=local_settings, **env)
     assert leaky.returncode == 1 and "LEAK" in leaky.stdout
-    denied = run_vna("reidentify", "--project", "reg", "--pseudonym", "REG-000001",
-                     "--reason", "withdrawal", "--user", "mallory", settings=local_settings, **env)
+    denied = run_vna(
+        "reidentify",
+        "--project",
+        "reg",
+        "--pseudonym",
+        "REG-000001",
+        "--reason",
+        "withdrawal",
+        "--user",
+        "mallory",
+        settings=local_settings,
+        **env,
+    )
     assert denied.returncode == 1
-    allowed = run_vna("reidentify", "--project", "reg", "--pseudonym", "REG-000001",
-                      "--reason", "consent withdrawn", "--user", "alice", settings=local_settings, **env)
+    allowed = run_vna(
+        "reidentify",
+        "--project",
+        "reg",
+        "--pseudonym",
+        "REG-000001",
+        "--reason",
+        "consent withdrawn",
+        "--user",
+        "alice",
+        settings=local_settings,
+        **env,
+    )
     assert allowed.returncode == 0, allowed.stderr
     assert json.loads(allowed.stdout)["identity"]["PatientID"] == "ID555"
     with Archive.open(local_settings) as archive, archive.db.read() as session:
@@ -59,8 +91,18 @@ def test_teaching_copy_into_the_archive_leaves_the_original(local_settings, tmp_
     from pydicom import dcmread
 
     study = dcmread(path).StudyInstanceUID
-    run = run_vna("deid", "--profile", "teaching", "--project", "teach", "--study", study,
-                  "--into-archive", settings=local_settings, **env)
+    run = run_vna(
+        "deid",
+        "--profile",
+        "teaching",
+        "--project",
+        "teach",
+        "--study",
+        study,
+        "--into-archive",
+        settings=local_settings,
+        **env,
+    )
     assert run.returncode == 0, run.stderr + run.stdout
     with Archive.open(local_settings) as archive, archive.db.read() as session:
         sources = sorted(session.execute(select(Instance.source)).scalars())

@@ -97,7 +97,9 @@ def test_research_pseudonyms_and_shifted_dates_keep_intervals(deidentifier, keys
     assert one.StudyDate != "20240110" and one.LongitudinalTemporalInformationModified == "MODIFIED"
     import datetime as dt
 
-    days = (dt.date.fromisoformat(_iso(two.StudyDate)) - dt.date.fromisoformat(_iso(one.StudyDate))).days
+    days = (
+        dt.date.fromisoformat(_iso(two.StudyDate)) - dt.date.fromisoformat(_iso(one.StudyDate))
+    ).days
     assert days == 10
     assert keystore.identity_of("p1", one.PatientID)["PatientID"] == "P7"
 
@@ -107,7 +109,9 @@ def _iso(da: str) -> str:
 
 
 def test_key_store_file_holds_no_original_identity(deidentifier, deid_settings) -> None:  # type: ignore[no-untyped-def]
-    _apply(deidentifier("research"), make_dataset(patient_name="Zyxwvut^Qponm", patient_id="IDZX99"))
+    _apply(
+        deidentifier("research"), make_dataset(patient_name="Zyxwvut^Qponm", patient_id="IDZX99")
+    )
     path = Path(deid_settings.effective_keystore_url.removeprefix("sqlite:///"))
     raw = b"".join(p.read_bytes() for p in path.parent.glob("keystore.sqlite3*"))
     assert raw and b"Zyxwvut" not in raw and b"IDZX99" not in raw

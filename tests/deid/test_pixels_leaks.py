@@ -84,15 +84,23 @@ def test_checker_finds_uids_and_text_inside_pixel_fragments() -> None:
     out = make_dataset(patient_name="", patient_id="", study_date="19000101")
     out.PixelData = b"\xff\xd8\xff\xfe\x00\x10MRN4242 comment" + bytes(out.PixelData)[24:]
     out.ReferencedSOPInstanceUID = source.StudyInstanceUID
-    kinds = {(leak.identifier.kind, leak.found_in) for leak in leaks.check([("s", source)], [("o", out)])}
+    kinds = {
+        (leak.identifier.kind, leak.found_in) for leak in leaks.check([("s", source)], [("o", out)])
+    }
     assert ("id", "PixelData bytes") in kinds
     assert any(kind == "uid" for kind, _ in kinds)
 
 
 def test_checker_is_quiet_on_a_clean_copy() -> None:
     source = _source()
-    out = make_dataset(patient_name="", patient_id="", study_date="19000101", study_uid=uid(),
-                       accession="", birth_date="")
+    out = make_dataset(
+        patient_name="",
+        patient_id="",
+        study_date="19000101",
+        study_uid=uid(),
+        accession="",
+        birth_date="",
+    )
     out.ReferringPhysicianName = ""
     out.StudyDescription = "CT chest"
     assert leaks.check([("s", source)], [("o", out)]) == []

@@ -20,7 +20,11 @@ def errors(path: Path) -> set[str]:
     if not available():
         pytest.skip("dciodvfy (dicom3tools) is not installed")
     run = subprocess.run(
-        ["dciodvfy", "-new", str(path)], capture_output=True, text=True, errors="replace", timeout=60
+        ["dciodvfy", "-new", str(path)],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=60,
     )
     out = set()
     for line in (run.stdout + run.stderr).splitlines():
