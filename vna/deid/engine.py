@@ -157,7 +157,7 @@ class Engine:
         self.keystore = keystore
         self.pattern = pseudonym_pattern
         self.method_prefix = method_prefix
-        self._recipes: dict[frozenset[tuple[int, str]], DeidRecipe] = {}
+        self._recipes: dict[tuple[frozenset[tuple[int, str]], frozenset[int]], DeidRecipe] = {}
         self._rows = {row.tag_int: row for row in load_table() if row.tag_int is not None}
         self._keep = {
             t for a in profile.actions if a.action == "KEEP" and (t := field_tag(a.field))
@@ -209,15 +209,25 @@ class Engine:
     def _recipe(self, ds: Dataset) -> DeidRecipe:
         """The merged recipe, with combined codes re-resolved for this object's IOD."""
         overrides = frozenset(iod_types(ds).items())
-        recipe = self._recipes.get(overrides)
+        # only the actions on attributes the object has: deid evaluates every action against
+        # every field, so a 450-line recipe costs far more than the 30 lines that apply
+        present = frozenset(int(e.tag) for e in _walk(ds))
+        key = (overrides, present)
+        recipe = self._recipes.get(key)
         if recipe is None:
             types = dict(overrides)
-            actions = [self._adjust(a, types) for a in self.profile.actions]
+            actions = [
+                self._adjust(a, types)
+                for a in self.profile.actions
+                if a.action == "ADD" or (t := field_tag(a.field)) is None or t in present
+            ]
             # sequence-level D/C last: their hooks see nested attributes already processed
             actions.sort(key=lambda a: _is_sequence_hook(a))
             deid = {"format": "dicom", "header": [a.as_deid() for a in actions if a.action]}
             recipe = DeidRecipe(deid=[deid])
-            self._recipes[overrides] = recipe
+            if len(self._recipes) > 256:
+                self._recipes.clear()
+            self._recipes[key] = recipe
         return recipe
 
     def _adjust(self, action: Action, types: dict[int, str]) -> Action:
