@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from storage import ObjectStore, open_store
@@ -27,6 +28,9 @@ class Archive:
     settings: Settings
     db: Database
     store: ObjectStore
+    #: services opened on first use by a part of the core (e.g. the de-identification key
+    #: store), closed with the archive; each must have a ``close()`` method
+    services: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> Archive:
@@ -64,7 +68,11 @@ class Archive:
         }
 
     def close(self) -> None:
-        """Release the store's and the index's connections."""
+        """Release the store's and the index's connections (and lazily opened services)."""
+        for service in self.services.values():
+            with contextlib.suppress(Exception):
+                service.close()
+        self.services.clear()
         with contextlib.suppress(Exception):
             self.store.close()
         self.db.dispose()

@@ -21,6 +21,7 @@ from vna.errors import ConfigError
 
 DUPLICATE_POLICIES = ("reject", "keep-both-versions", "overwrite")
 STUDY_CONFLICT_POLICIES = ("flag", "reject")
+BURNED_IN_POLICIES = ("reject", "clean")
 
 
 def _doc(text: str, default: Any = MISSING, factory: Any = MISSING) -> Any:
@@ -74,6 +75,40 @@ class Settings:
         "Largest number of matches one C-FIND or QIDO-RS query returns (0 = unlimited).", 10000
     )
     log_level: str = _doc("Logging level: DEBUG, INFO, WARNING, ERROR.", "INFO")
+    # -- de-identification ------------------------------------------------------------------
+    deid_keystore_url: str = _doc(
+        "SQLAlchemy URL of the pseudonymisation key store (kept apart from the index). "
+        "Empty means `sqlite:///DATA_DIR/keys/keystore.sqlite3`.",
+        "",
+    )
+    deid_key_file: Path | None = _doc(
+        "File holding the key that encrypts the key store; used when the variable named by "
+        "`deid_key_env` is unset. Default DATA_DIR/keys/deid.key, created on first use.",
+        None,
+    )
+    deid_key_env: str = _doc(
+        "Name of the environment variable holding the key store's key (wins over the file).",
+        "VNA_DEID_KEY",
+    )
+    deid_pseudonym_pattern: str = _doc(
+        "Pattern of pseudonyms: `{project}`, `{seq}` (e.g. `{seq:06d}`) and `{hash}`.",
+        "{project}-{seq:06d}",
+    )
+    deid_max_date_shift_days: int = _doc(
+        "Largest per-patient date shift (days back) of the modified-dates option.", 1825
+    )
+    deid_burned_in_policy: str = _doc(
+        "Objects with burned-in annotation (or of a kind known to carry it): `reject`, or "
+        "`clean` the regions configured in `[deid_pixel_regions]` (rejected when none fits).",
+        "reject",
+    )
+    deid_default_project: str = _doc(
+        "Project of `vna deid` when `--project` is not given (keys UIDs and pseudonyms).",
+        "default",
+    )
+    deid_reidentify_admins: str = _doc(
+        "Comma-separated user names allowed to run `vna reidentify`; empty allows nobody.", ""
+    )
     extra: Mapping[str, Any] = _doc(
         "Further tables of the TOML file, kept for the front ends (`[dimse]`, `[dicomweb]`…).",
         factory=dict,
@@ -93,6 +128,18 @@ class Settings:
         if self.store_url:
             return self.store_url
         return "file://" + quote(str((self.data_dir / "objects").resolve()))
+
+    @property
+    def effective_keystore_url(self) -> str:
+        """The key store URL, defaulting to SQLite in its own folder of the data folder."""
+        if self.deid_keystore_url:
+            return self.deid_keystore_url
+        return f"sqlite:///{(self.data_dir / 'keys' / 'keystore.sqlite3').resolve()}"
+
+    @property
+    def effective_deid_key_file(self) -> Path:
+        """The key file (explicit, or the default one in the data folder)."""
+        return self.deid_key_file or self.data_dir / "keys" / "deid.key"
 
     @property
     def effective_spool_dir(self) -> Path:
@@ -125,6 +172,13 @@ class Settings:
                 raise ConfigError(f"{name} must be a TCP port (0-65535), not {port}")
         if self.import_workers < 1:
             raise ConfigError("import_workers must be at least 1")
+        if self.deid_burned_in_policy not in BURNED_IN_POLICIES:
+            raise ConfigError(
+                f"deid_burned_in_policy must be one of {', '.join(BURNED_IN_POLICIES)}, "
+                f"not {self.deid_burned_in_policy!r}"
+            )
+        if self.deid_max_date_shift_days < 1:
+            raise ConfigError("deid_max_date_shift_days must be at least 1")
         if self.max_query_results < 0:
             raise ConfigError("max_query_results must be 0 (unlimited) or more")
 
