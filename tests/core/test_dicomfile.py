@@ -164,3 +164,11 @@ def test_large_multiframe_parses_with_bounded_memory(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert parsed.pixel is not None and len(parsed.pixel.frames) == 40
     assert peak < 5 * 1024 * 1024
+
+
+@pytest.mark.parametrize("path", real_files(), ids=real_ids())
+def test_patient_key_same_from_metadata_and_dataset(path: Path) -> None:
+    from vna.index.attributes import dataset_patient_key, patient_key
+
+    parsed = read_object(path)
+    assert patient_key(parsed.metadata) == dataset_patient_key(parsed.dataset)

@@ -33,7 +33,7 @@ from vna.deid import clean
 from vna.deid.keystore import KeyStore
 from vna.deid.profiles import Action, Profile, field_tag
 from vna.deid.table import CLEAN_PIXEL_CODE, deid_line, load_table, resolve
-from vna.index.writer import patient_key
+from vna.index.attributes import dataset_patient_key
 
 bot.level = 0  # deid's logger: errors only; what matters is reported by us
 
@@ -182,7 +182,7 @@ class Engine:
         ctx = _Context(self, ds)
         if self.needs_patient:
             entry = self.keystore.patient(
-                self.project, patient_key(ds), _identity(ds), self.pattern
+                self.project, dataset_patient_key(ds), _identity(ds), self.pattern
             )
             ctx.offset, ctx.pseudonym = entry.date_offset, entry.pseudonym
         remove_private(ds, self.profile)

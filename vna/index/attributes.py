@@ -285,6 +285,17 @@ def level_values(meta: Metadata, level: str) -> dict[str, Any]:
     return out
 
 
+def dataset_patient_key(ds: Any) -> str:
+    """patient_key of a pydicom Dataset (for code that holds one instead of metadata)."""
+
+    def text(keyword: str) -> str:
+        return str(ds.get(keyword, "") or "").strip()
+
+    if text("PatientID"):
+        return f"id:{text('IssuerOfPatientID')}\x1f{text('PatientID')}"
+    return f"name:{text('PatientName')}\x1f{text('PatientBirthDate')}"
+
+
 def patient_key(meta: Metadata) -> str:
     """The identity of a patient in this archive: ID + issuer, or name + birth date."""
     pid = meta_text(meta, 0x00100020)
