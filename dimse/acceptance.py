@@ -56,7 +56,31 @@ PLAIN_SYNTAXES = (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
 )
-STORAGE_CLASSES = frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
+#: Branch of the composite storage SOP classes (PS3.4 Annex B), retired ones included.
+STORAGE_BRANCH = "1.2.840.10008.5.1.4.1.1."
+#: Retired Basic Print storage classes still found in old archives (PS3.4 2004 Annex H).
+PRINT_STORAGE = ("1.2.840.10008.5.1.1.27", "1.2.840.10008.5.1.1.29", "1.2.840.10008.5.1.1.30")
+
+
+def storage_classes() -> frozenset[str]:
+    """Every storage SOP class pynetdicom knows, plus the retired ones in pydicom's UID
+    dictionary (old ultrasound and SR trial objects still arrive from old systems); the
+    latter are registered with pynetdicom's storage service so that it serves them."""
+    from pydicom._uid_dict import UID_dictionary
+    from pynetdicom import register_uid
+    from pynetdicom.service_class import StorageServiceClass
+    from pynetdicom.sop_class import uid_to_service_class
+
+    known = {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}
+    for uid, (name, kind, _info, _retired, keyword) in UID_dictionary.items():
+        if kind != "SOP Class" or "Storage" not in name or uid in known:
+            continue
+        if not (uid.startswith(STORAGE_BRANCH) or uid in PRINT_STORAGE):
+            continue
+        if uid_to_service_class(uid) is not StorageServiceClass:
+            register_uid(uid, keyword, StorageServiceClass)
+        known.add(uid)
+    return frozenset(known)
 
 
 @dataclass(frozen=True)
@@ -77,7 +101,7 @@ def supported_syntaxes() -> dict[str, Supported]:
     # storage: every class pynetdicom knows, every transfer syntax; a C-GET requester may
     # propose the SCP role for them (PS3.4 C.4.3, role selection PS3.7 D.3.3.4)
     everything = frozenset(str(ts) for ts in ALL_TRANSFER_SYNTAXES)
-    for uid in STORAGE_CLASSES:
+    for uid in storage_classes():
         table[uid] = Supported(everything, (True, True))
     for uid in (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS, STORAGE_COMMITMENT_PUSH_MODEL):
         table[uid] = Supported(plain)
