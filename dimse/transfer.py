@@ -40,15 +40,14 @@ class SendFailed(Exception):
 
 
 def meta_length(head: bytes) -> int:
-    """Offset of the first data set byte of a Part 10 file (after preamble, ``DICM`` and
-    the group 0002 elements, which are always Explicit VR Little Endian, PS3.10 7.1).
+    """Offset of the first data set byte of a stored file: after the preamble, ``DICM`` and
+    the group 0002 elements, which are always Explicit VR Little Endian (PS3.10 7.1). A file
+    imported as a bare data set has neither and starts with its data set.
 
     Raises:
-        StorageError: the head is not a Part 10 file header.
+        StorageError: a File Meta Information group longer than the head.
     """
-    if head[128:132] != b"DICM":
-        raise StorageError("the stored object has no Part 10 header")
-    pos = 132
+    pos = 132 if head[128:132] == b"DICM" else 0
     while pos + 8 <= len(head):
         group = struct.unpack_from("<H", head, pos)[0]
         if group != 0x0002:
@@ -104,14 +103,18 @@ def reactor_paused(assoc: Any) -> Iterator[None]:
 
 
 def _fragments(chunks: Iterable[bytes], size: int) -> Iterator[tuple[bytes, bool]]:
-    """``(fragment, is_last)`` pairs of at most ``size`` bytes; the last is never empty
-    unless the data set is."""
+    """``(fragment, is_last)`` pairs of at most ``size`` (even) bytes; the last is never
+    empty unless the data set is. A data set of odd length (found in the wild for deflated
+    ones) gets the trailing NUL that PS3.5 A.5 requires, since peers refuse odd fragments."""
+    size -= size % 2
     buffer = bytearray()
     for chunk in chunks:
         buffer += chunk
         while len(buffer) > size:
             yield bytes(buffer[:size]), False
             del buffer[:size]
+    if len(buffer) % 2:
+        buffer += b"\x00"
     yield bytes(buffer), True
 
 

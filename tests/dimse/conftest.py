@@ -168,3 +168,49 @@ def associate(
         evt_handlers=handlers,
         **kwargs,
     )
+
+
+@dataclass
+class Receiver:
+    """A pynetdicom storage SCP that keeps the data set bytes it receives, as received."""
+
+    ae_title: str
+    port: int
+    received: dict[str, bytes]
+    syntaxes: dict[str, str]
+
+
+@contextmanager
+def receiver(ae_title: str = "PYDEST") -> Iterator[Receiver]:
+    """A storage SCP accepting every storage class in every transfer syntax."""
+    from pynetdicom import ALL_TRANSFER_SYNTAXES
+
+    from dimse.acceptance import storage_classes
+
+    received: dict[str, bytes] = {}
+    syntaxes: dict[str, str] = {}
+
+    def on_store(event: evt.Event) -> int:
+        request = event.request
+        if getattr(request, "_dataset_path", None):  # received into a file (chunked mode)
+            data = data_set_bytes(Path(event.dataset_path))
+        else:
+            data = request.DataSet.getvalue()
+        received[str(request.AffectedSOPInstanceUID)] = data
+        syntaxes[str(request.AffectedSOPInstanceUID)] = str(event.context.transfer_syntax)
+        return 0x0000
+
+    ae = AE(ae_title=ae_title)
+    for uid in sorted(storage_classes()):
+        ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+    ae.maximum_pdu_size = 0
+    server = ae.start_server(
+        ("127.0.0.1", 0),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_CONN_OPEN, nodelay)],
+    )
+    assert server is not None
+    try:
+        yield Receiver(ae_title, int(server.server_address[1]), received, syntaxes)
+    finally:
+        ae.shutdown()

@@ -276,6 +276,15 @@ def level_values(ds: Dataset, level: str) -> dict[str, Any]:
         code, scheme = _first_code(ds, "ConceptNameCodeSequence")
         out["concept_name_code_value"] = code
         out["concept_name_coding_scheme"] = scheme
+    # values longer than their VR allows exist in the wild; the index keeps what fits its
+    # column (PostgreSQL refuses longer text), the stored object keeps the whole value
+    from vna.index import tables
+
+    table = {"PATIENT": tables.Patient, "STUDY": tables.Study}.get(level)
+    table = table or {"SERIES": tables.Series, "IMAGE": tables.Instance}[level]
+    for key, value in out.items():
+        if isinstance(value, str):
+            out[key] = _sized(value, getattr(table, key))
     return out
 
 
