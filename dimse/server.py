@@ -68,7 +68,7 @@ class VnaAssociation(Association):
         if loop is None or context is None or self._sent_release or not msg.is_valid_request:
             super()._serve_request(msg, context_id)
             return
-        self.dimse.cancel_req = {}
+        # a C-CANCEL may arrive before its request is served: keep it (pynetdicom drops it)
         self._is_paused = True  # our loop sends and receives itself (see send_* methods)
         try:
             loop(self, msg, context)
