@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,9 @@ WELL_KNOWN_INSTANCE = "1.2.840.10008.1.20.1.1"
 REQUEST_STORAGE_COMMITMENT = 1  # Action Type ID (PS3.4 J.3.2.1)
 ALL_COMMITTED = 1  # Event Type IDs (PS3.4 J.3.3.1)
 FAILURES_EXIST = 2
+#: Seconds after the N-ACTION response within which a requester that will not wait for the
+#: report on its association has asked to release it.
+LEAVE_GRACE = 0.25
 
 
 @dataclass
@@ -151,15 +155,26 @@ def commit_scp(assoc: Any, req: N_ACTION, context: Any) -> None:
     ).start()
 
 
+def _requester_waits(assoc: Any, started: float) -> bool:
+    """Whether the requester stays on its association for the report. One that leaves sends
+    its A-RELEASE-RQ right after the N-ACTION response; give it LEAVE_GRACE to do so."""
+    while True:
+        if not assoc.is_established or assoc.acse.is_release_requested():
+            return False
+        if time.monotonic() - started >= LEAVE_GRACE:
+            return True
+        time.sleep(0.01)
+
+
 def _verify_and_report(
     assoc: Any, services: Services, requester: str, transaction: str, refs: list[tuple[str, str]]
 ) -> None:
+    started = time.monotonic()
     try:
         outcome = verify(services, refs)
         info = event_information(transaction, outcome, services.ae_title)
         event_type = FAILURES_EXIST if outcome.failed else ALL_COMMITTED
-        still_open = assoc.is_established and not assoc.acse.is_release_requested()
-        if still_open and _report(assoc, info, event_type):
+        if _requester_waits(assoc, started) and _report(assoc, info, event_type):
             return
         _report_on_new_association(services, requester, info, event_type)
     except Exception:
