@@ -109,6 +109,33 @@ class Settings:
     deid_reidentify_admins: str = _doc(
         "Comma-separated user names allowed to run `vna reidentify`; empty allows nobody.", ""
     )
+    # -- DIMSE ----------------------------------------------------------------------------
+    dimse_allowed_aes: str = _doc(
+        "Calling AE titles allowed to associate: empty accepts any (open); otherwise a "
+        "comma-separated list of `AET` or `AET@HOST` (then only from that address). Others "
+        "are rejected with A-ASSOCIATE-RJ reason 3 (calling AE title not recognised).",
+        "",
+    )
+    dimse_check_called_ae: bool = _doc(
+        "Reject an association whose called AE title is not `ae_title` (A-ASSOCIATE-RJ reason 7).",
+        False,
+    )
+    dimse_max_pdu: int = _doc(
+        "Largest PDU the DIMSE listener receives, in bytes (0 = no limit).", 1048576
+    )
+    dimse_max_associations: int = _doc(
+        "Simultaneous incoming associations; one more is rejected (A-ASSOCIATE-RJ transient, "
+        "local limit exceeded).",
+        64,
+    )
+    dimse_timeout: int = _doc(
+        "Seconds a silent DIMSE peer is waited for before its association is aborted.", 60
+    )
+    dimse_destinations: str = _doc(
+        "C-MOVE destinations and storage commitment peers known from the settings: "
+        "comma-separated `AET@HOST:PORT`; `vna ae add` keeps more in the index.",
+        "",
+    )
     extra: Mapping[str, Any] = _doc(
         "Further tables of the TOML file, kept for the front ends (`[dimse]`, `[dicomweb]`…).",
         factory=dict,
@@ -146,6 +173,30 @@ class Settings:
         """Folder for spooled uploads (on the data disk, so a move into the store is cheap)."""
         return self.spool_dir if self.spool_dir is not None else self.data_dir / "spool"
 
+    @property
+    def calling_ae_rules(self) -> dict[str, frozenset[str]]:
+        """Allowed calling AE titles -> host addresses they must come from (empty = any);
+        an empty map means every calling AE title is accepted."""
+        rules: dict[str, set[str]] = {}
+        for entry in _list(self.dimse_allowed_aes):
+            aet, _, host = entry.partition("@")
+            hosts = rules.setdefault(check_ae_title(aet), set())
+            if host.strip():
+                hosts.add(host.strip())
+        return {aet: frozenset(hosts) for aet, hosts in rules.items()}
+
+    @property
+    def dimse_destination_map(self) -> dict[str, tuple[str, int]]:
+        """C-MOVE destinations from ``dimse_destinations``: AE title -> (host, port)."""
+        out: dict[str, tuple[str, int]] = {}
+        for entry in _list(self.dimse_destinations):
+            aet, at, address = entry.partition("@")
+            host, colon, port = address.rpartition(":")
+            if not (at and colon and host and port.isdigit() and 0 < int(port) < 65536):
+                raise ConfigError(f"dimse_destinations: {entry!r} is not AET@HOST:PORT")
+            out[check_ae_title(aet)] = (host.strip("[]"), int(port))
+        return out
+
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (validated like the original)."""
         new = replace(self, **changes)
@@ -181,6 +232,34 @@ class Settings:
             raise ConfigError("deid_max_date_shift_days must be at least 1")
         if self.max_query_results < 0:
             raise ConfigError("max_query_results must be 0 (unlimited) or more")
+        if self.dimse_max_pdu != 0 and not 4096 <= self.dimse_max_pdu <= 0xFFFFFFFF:
+            raise ConfigError("dimse_max_pdu must be 0 (no limit) or 4096 bytes or more")
+        if self.dimse_max_associations < 1:
+            raise ConfigError("dimse_max_associations must be at least 1")
+        if self.dimse_timeout < 1:
+            raise ConfigError("dimse_timeout must be at least 1 second")
+        self.calling_ae_rules  # noqa: B018  (raises ConfigError when malformed)
+        self.dimse_destination_map  # noqa: B018
+
+
+def _list(text: str) -> list[str]:
+    """Items of a comma-separated setting, blanks dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def check_ae_title(text: str) -> str:
+    """An AE title without its insignificant spaces (PS3.5 6.2, VR AE).
+
+    Raises:
+        ConfigError: empty, longer than 16 characters, or holding a backslash or a control
+            character.
+    """
+    title = text.strip()
+    if not 1 <= len(title) <= 16 or "\\" in title or not title.isprintable():
+        raise ConfigError(f"{text!r} is not an AE title (1 to 16 characters, no backslash)")
+    if not title.isascii():
+        raise ConfigError(f"{text!r} is not an AE title (ASCII characters only)")
+    return title
 
 
 def setting_docs() -> dict[str, tuple[str, str]]:

@@ -98,8 +98,10 @@ def transcode_dataset(ds: Dataset, dst_ts: str, *, lossy_quality: int = 90) -> D
     try:
         if src_ts == ExplicitVRBigEndian or target == ExplicitVRBigEndian:
             ds = _reencode_native(ds, little=target != ExplicitVRBigEndian)
+        # the object keeps its identity through a decompression or a lossless conversion;
+        # pydicom would otherwise give it a new SOP Instance UID
         if has_pixels and src_ts.is_compressed:
-            ds.decompress()
+            ds.decompress(generate_instance_uid=False)
         if target == JPEGBaseline8Bit and has_pixels:
             _encode_jpeg_baseline(ds, lossy_quality)
         elif has_pixels and target == JPEG2000:
@@ -107,7 +109,7 @@ def transcode_dataset(ds: Dataset, dst_ts: str, *, lossy_quality: int = 90) -> D
         elif has_pixels and target == JPEGLSNearLossless:
             ds.compress(target, jls_error=2)
         elif has_pixels and target.is_compressed:
-            ds.compress(target)
+            ds.compress(target, generate_instance_uid=False)
         else:
             ds.file_meta.TransferSyntaxUID = target
     except NotAcceptable:

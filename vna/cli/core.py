@@ -182,6 +182,9 @@ def find_command(
     returns: list[str] = typer.Option([], "--return", "-r", help="Extra attribute to return."),
     limit: int = typer.Option(None, "--limit", help="At most this many results."),
     as_json: bool = typer.Option(False, "--json", help="Print DICOM JSON (PS3.18 Annex F)."),
+    remote: str = typer.Option(
+        None, "--remote", help="Ask a DICOM peer (AET@HOST:PORT or a known AE) with C-FIND."
+    ),
     data_dir: Path | None = DataDir,
 ) -> None:
     """Query the index like C-FIND / QIDO-RS, e.g. `-k PatientID=123 -k StudyDate=20200101-`."""
@@ -189,11 +192,22 @@ def find_command(
         request = _query(level, keys, returns, limit)
     except BadRequest as exc:
         fail(str(exc), 2)
-    with open_archive(data_dir) as archive:
-        try:
-            matches = find(archive, request)
-        except BadRequest as exc:
-            fail(str(exc), 2)
+    if remote:
+        from vna.cli.scu import remote_find
+        from vna.query import QueryMatch
+
+        answers = remote_find(
+            remote, request.level, request.keys, request.return_tags, as_json, data_dir
+        )
+        if as_json:
+            return
+        matches = [QueryMatch(answer) for answer in answers]
+    else:
+        with open_archive(data_dir) as archive:
+            try:
+                matches = find(archive, request)
+            except BadRequest as exc:
+                fail(str(exc), 2)
     if as_json:
         print(dicomjson.dumps([dicomjson.dataset_to_json(m.dataset, None)[0] for m in matches]))
         return

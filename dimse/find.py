@@ -1,0 +1,104 @@
+"""C-FIND SCP (PS3.4 C.4.1), Patient Root and Study Root, through the core's query engine.
+
+Matches are streamed: each pending response is sent as soon as its row is read, so the
+first answer leaves before the whole result is built. A C-CANCEL is looked for before each
+response and ends the query at once (the iterator is closed, which ends the database read).
+The number of answers is capped by ``max_query_results``; when more match, the final
+response is the warning "matching reached response limit" (0xB001).
+"""
+
+from __future__ import annotations
+
+import logging
+from io import BytesIO
+from typing import Any
+
+from pynetdicom.dimse_primitives import C_FIND
+
+from dimse import identifiers, status
+from vna import query
+
+log = logging.getLogger(__name__)
+
+
+def fuzzy_negotiated(assoc: Any, sop_class: str) -> bool:
+    """Whether the SCU asked for (and was granted) fuzzy semantic matching of person names
+    (SOP Class Extended Negotiation byte 3, PS3.4 C.5.1.1)."""
+    info = assoc.acceptor.sop_class_extended.get(sop_class) or b""
+    return bytes(info)[2:3] == b"\x01"
+
+
+def is_cancelled(assoc: Any, message_id: int) -> bool:
+    """Whether a C-CANCEL for this request has arrived (pynetdicom files them by the Message
+    ID Being Responded To as they are decoded)."""
+    return message_id in assoc.dimse.cancel_req
+
+
+def find_scp(assoc: Any, req: C_FIND, context: Any) -> None:
+    """Answer one C-FIND request on ``assoc``."""
+    services = assoc.services
+    cx_id = int(context.context_id)
+    transfer_syntax = str(context.transfer_syntax[0])
+    sop_class = str(req.AffectedSOPClassUID)
+    rsp: Any = C_FIND()  # pynetdicom types some attributes as None only
+    message_id = int(req.MessageID or 0)
+    rsp.MessageIDBeingRespondedTo = req.MessageID
+    rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+
+    def final(code: int, comment: str = "") -> None:
+        rsp.Status = code
+        rsp.Identifier = None
+        rsp.ErrorComment = comment or None
+        assoc.dimse.send_msg(rsp, cx_id)
+
+    cap = services.settings.max_query_results or None
+    try:
+        ds = identifiers.decode(req.Identifier, transfer_syntax)
+        found = identifiers.parse_find(
+            ds,
+            sop_class,
+            fuzzy=fuzzy_negotiated(assoc, sop_class),
+            limit=cap + 1 if cap else None,
+        )
+        warn = bool(query.unsupported_keys(found.request))
+        matches = query.run(services.archive, found.request)
+    except Exception as exc:
+        _log_failure(assoc, exc)
+        final(status.status_for(exc, status.FIND), status.error_comment(exc))
+        return
+    pending = status.PENDING_WARNING if warn else status.PENDING
+    sent = 0
+    try:
+        for match in matches:
+            if is_cancelled(assoc, message_id):
+                final(status.CANCEL)
+                return
+            if cap is not None and sent >= cap:
+                final(status.RESPONSE_LIMIT_REACHED, f"more than {cap} matches; narrow the query")
+                return
+            answer = identifiers.answer(found, match, services.ae_title)
+            rsp.Status = pending
+            rsp.Identifier = BytesIO(identifiers.encode(answer, transfer_syntax))
+            assoc.dimse.send_msg(rsp, cx_id)
+            sent += 1
+            if not assoc.is_established:
+                return
+    except Exception as exc:
+        _log_failure(assoc, exc)
+        final(status.status_for(exc, status.FIND), status.error_comment(exc))
+        return
+    finally:
+        matches.close()  # type: ignore[attr-defined]
+    if is_cancelled(assoc, message_id):
+        final(status.CANCEL)
+        return
+    final(status.SUCCESS)
+
+
+def _log_failure(assoc: Any, exc: Exception) -> None:
+    from vna.errors import VnaError
+
+    if isinstance(exc, VnaError):
+        log.info("C-FIND from %s refused: %s", assoc.requestor.ae_title, exc)
+    else:
+        log.exception("C-FIND from %s failed", assoc.requestor.ae_title)
