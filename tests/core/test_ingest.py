@@ -239,8 +239,10 @@ def test_bulk_ingest_judges_each_file(archive: Archive, tmp_path: Path) -> None:
     from vna.ingest import ingest_files
 
     study = uid()
-    good = [write(make_dataset(study_uid=study, instance_number=i), tmp_path / f"{i}.dcm")
-            for i in range(3)]
+    good = [
+        write(make_dataset(study_uid=study, instance_number=i), tmp_path / f"{i}.dcm")
+        for i in range(3)
+    ]
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"not dicom at all" * 10)
     changed_ds = make_dataset(study_uid=study, study_description="v1")
