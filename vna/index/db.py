@@ -11,6 +11,7 @@ races.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,10 +57,13 @@ class Database:
         self.url = url
         self.dialect = parsed.get_backend_name()
         self._write_lock = threading.RLock()
+        self._lock_path: Path | None = None
+        self._lock_depth = threading.local()
         if self.dialect == "sqlite":
             database = parsed.database or ""
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
+                self._lock_path = Path(database + ".writelock")
             self.engine: Engine = create_engine(
                 url,
                 echo=echo,
@@ -118,7 +122,7 @@ class Database:
             finally:
                 session.close()
             return
-        with self._write_lock, self.engine.connect() as conn:
+        with self._write_lock, self._process_lock(), self.engine.connect() as conn:
             conn.info["begin_mode"] = "BEGIN IMMEDIATE"  # read by _begin before BEGIN is sent
             session = Session(bind=conn, expire_on_commit=False)
             try:
@@ -130,6 +134,32 @@ class Database:
             finally:
                 session.close()
                 conn.info.pop("begin_mode", None)
+
+    @contextlib.contextmanager
+    def _process_lock(self) -> Iterator[None]:
+        """An exclusive lock shared by every process writing this SQLite file.
+
+        SQLite's own busy handler waits by sleeping (up to 100 ms a turn), so processes
+        writing together (import workers, several servers) would mostly sleep; a blocking
+        file lock hands the turn over at once. Threads are serialised by _write_lock first,
+        as a flock is shared by the threads of one process.
+        """
+        depth = getattr(self._lock_depth, "value", 0)
+        if self._lock_path is None or depth:  # re-entered by the thread holding it
+            self._lock_depth.value = depth + 1
+            try:
+                yield
+            finally:
+                self._lock_depth.value = depth
+            return
+        with self._lock_path.open("a") as fp:
+            fcntl.flock(fp.fileno(), fcntl.LOCK_EX)
+            self._lock_depth.value = 1
+            try:
+                yield
+            finally:
+                self._lock_depth.value = 0
+                fcntl.flock(fp.fileno(), fcntl.LOCK_UN)
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (alembic ``upgrade head``)."""
