@@ -19,7 +19,6 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset, read_partial
 from pydicom.uid import (
-    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -572,16 +571,3 @@ def _read_pixel_and_rest(
                 warnings.append(f"a second pixel data element ({extra:08X}) was ignored")
                 del trailing[extra]
     return pixel, trailing
-
-
-def transfer_syntax_name(uid: str) -> str:
-    """Human name of a transfer syntax UID, or the UID itself."""
-    try:
-        return str(UID(uid).name)
-    except Exception:
-        return uid
-
-
-def is_little_native(ts: str) -> bool:
-    """Native (uncompressed) little endian transfer syntaxes, whose frames are raw bytes."""
-    return ts in (ImplicitVRLittleEndian, ExplicitVRLittleEndian)

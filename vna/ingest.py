@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import shutil
 import struct
 import time
 import uuid
@@ -635,8 +634,3 @@ def iter_files(paths: Iterable[Path]) -> Iterable[Path]:
                         yield Path(root) / name
         else:
             yield path
-
-
-def copy_file(src: Path, dst: Path) -> None:
-    """Copy preserving nothing but bytes (used by exports)."""
-    shutil.copyfile(src, dst)

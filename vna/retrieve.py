@@ -255,15 +255,3 @@ def has_checksum(archive: Archive, ref: InstanceRef) -> bool:
     except ObjectNotFound:
         return False
     return digest.hexdigest() == ref.sha256
-
-
-def study_refs(session: Session, study_uid: str) -> list[int]:
-    """pks of the current instances of a study (for bulk operations)."""
-    return list(
-        session.execute(
-            select(Instance.pk)
-            .join(Series, Instance.series_fk == Series.pk)
-            .join(Study, Series.study_fk == Study.pk)
-            .where(Study.study_instance_uid == study_uid, Instance.is_current.is_(True))
-        ).scalars()
-    )

@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 from vna.errors import ConfigError
 
@@ -183,8 +182,3 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
-
-
-def throwaway_engine(url: str) -> Engine:
-    """An engine without pooling, for administrative statements (CREATE DATABASE …)."""
-    return create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
