@@ -50,8 +50,10 @@ BODY_PARTS: dict[str, tuple[str, str]] = {
 DEVICE_TYPES = ("camera", "phone", "dermatoscope", "endoscope", "microscope", "recorder",
                 "scanner", "ultrasound")
 #: Paired structures: General Series Laterality is required for them (C.7.3.1, Type 2C).
-PAIRED = frozenset({"ANKLE", "BREAST", "EYE", "FOOT", "HAND", "HIP", "KNEE", "LUNG",
-                    "SHOULDER", "THIGH", "WRIST"})
+PAIRED = frozenset({"ANKLE", "BREAST", "EYE", "FOOT", "HAND", "HIP", "KNEE", "SHOULDER",
+                    "THIGH", "WRIST"})
+#: Regions with a code but no Body Part Examined defined term: sent as the code only.
+CODE_ONLY = frozenset({"SKIN"})
 LATERALITIES = {"R": "R", "RIGHT": "R", "L": "L", "LEFT": "L"}
 SEXES = {"M": "M", "MALE": "M", "F": "F", "FEMALE": "F", "O": "O", "OTHER": "O"}
 #: Manifest/metadata column names accepted besides the field names (DICOM keywords).
@@ -209,7 +211,7 @@ def body_part_code(text: str) -> tuple[str, str, str, str]:
             "or a code SCHEME:CODE:MEANING (e.g. SCT:7569003:Finger)"
         )
     code, meaning = BODY_PARTS[key]
-    return key, code, "SCT", meaning
+    return ("" if key in CODE_ONLY else key), code, "SCT", meaning
 
 
 def _limit(value: str, length: int, what: str) -> str:

@@ -228,10 +228,12 @@ def _pixels(image: Image.Image) -> tuple[np.ndarray, str, list[str]]:
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
         warnings.append("the alpha (transparency) channel was dropped")
     if mode in ("I;16", "I;16B", "I;16L", "I"):
+        # VL images are 8-bit (PS3.3 C.8.12.1.1: Bits Allocated 8): keep the high byte.
         array = np.asarray(image)
         if array.min() < 0 or array.max() > 0xFFFF:
             raise ConversionError("32-bit grey images are not supported")
-        return array.astype(np.uint16), "MONOCHROME2", warnings
+        warnings.append("16-bit grey pixels reduced to 8 bits (VL images are 8-bit)")
+        return (array.astype(np.uint16) >> 8).astype(np.uint8), "MONOCHROME2", warnings
     if mode in ("L", "LA", "1"):
         return np.asarray(image.convert("L")), "MONOCHROME2", warnings
     return np.asarray(image.convert("RGB")), "RGB", warnings
@@ -301,19 +303,19 @@ def convert_photo(
             image = ImageOps.exif_transpose(image)
         array, photometric, dropped = _pixels(image)
         notes.extend(dropped)
+        if any("reduced" in note for note in dropped):
+            ds.ImageType = ["DERIVED", "PRIMARY"]
+            ds.DerivationDescription = "16-bit grey values reduced to their high 8 bits"
         samples = 3 if array.ndim == 3 else 1
-        bits = 16 if array.dtype == np.uint16 else 8
         rows, columns = array.shape[:2]
         if options.jpeg_quality is not None:
-            if bits != 8:
-                raise ConversionError("a JPEG transcode needs 8-bit pixels; this image is 16-bit")
             encoded = _encode_jpeg(array, options.jpeg_quality)
             _describe(ds, rows, columns, samples, encoded.photometric, 8)
             _lossy(ds, "ISO_10918_1", array.size, len(encoded.data))
             notes.append(f"transcoded to JPEG baseline, quality {options.jpeg_quality}")
             fragments = [encoded.data]
         else:
-            _describe(ds, rows, columns, samples, photometric, bits)
+            _describe(ds, rows, columns, samples, photometric, 8)
             if source_lossy:
                 ds.LossyImageCompression = "01"
             else:
@@ -353,7 +355,7 @@ def _image_modules(ds: Dataset, context: Context, acquired: str) -> None:
 def _describe(
     ds: Dataset, rows: int, columns: int, samples: int, photometric: str, bits: int
 ) -> None:
-    """Image Pixel module (C.7.6.3)."""
+    """Image Pixel module (C.7.6.3); VL images are 8-bit (C.8.12.1.1)."""
     ds.Rows, ds.Columns = rows, columns
     ds.SamplesPerPixel = samples
     ds.PhotometricInterpretation = photometric
