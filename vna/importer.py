@@ -4,12 +4,18 @@ Files are ingested in parallel worker processes (parsing and hashing are CPU-bou
 index serialises its own writes). A DICOMDIR is followed: the files it references are
 imported, the DICOMDIR itself is not stored. Every file ends with one outcome; a batch never
 stops at a bad file.
+
+Non-DICOM files (photos, video, sound, PDF, slides) are converted first (vna.convert) with the
+context of a ConversionPlan, then ingested like any DICOM object. Slides are converted one at
+a time in the calling process (wsidicomizer runs its own workers and reports progress);
+everything else goes through the worker pool.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +25,11 @@ from pydicom.fileset import FileSet
 
 from vna.archive import Archive
 from vna.config import Settings
+from vna.convert import EXTENSIONS, WSI, classify, convert_file, is_slide
+from vna.convert.batch import ConversionPlan
+from vna.convert.common import ProgressFn
 from vna.errors import VnaError
-from vna.ingest import DUPLICATE, ingest_file, iter_files
+from vna.ingest import DUPLICATE, file_sha256, ingest_file, ingest_spooled, iter_files
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,8 @@ class FileOutcome:
     reason: str = ""
     sop_instance_uid: str = ""
     warnings: list[str] = field(default_factory=list)
+    kind: str = "dicom"  # or the kind of media converted: photo, video, audio, pdf, wsi
+    objects: int = 1  # DICOM objects stored from this file
 
 
 @dataclass
@@ -49,12 +60,15 @@ class ImportSummary:
     rejected: list[FileOutcome] = field(default_factory=list)
     followed_dicomdirs: list[str] = field(default_factory=list)
     bytes: int = 0
+    converted: int = 0  # non-DICOM files made into DICOM objects
 
     @property
     def ok(self) -> bool:
         return not self.rejected
 
     def add(self, outcome: FileOutcome) -> None:
+        if outcome.kind != "dicom" and outcome.status != REJECTED:
+            self.converted += 1
         if outcome.status == STORED:
             self.stored += 1
         elif outcome.status == DUPLICATE_OUTCOME:
@@ -114,9 +128,23 @@ def expand(
             yield path
 
 
-def import_one(archive: Archive, path: Path) -> FileOutcome:
-    """Ingest one file; every failure becomes a rejected outcome with its reason."""
+def import_one(
+    archive: Archive,
+    path: Path,
+    plan: ConversionPlan | None = None,
+    instance_number: int = 1,
+    progress: ProgressFn | None = None,
+) -> FileOutcome:
+    """Ingest one file; every failure becomes a rejected outcome with its reason.
+
+    With a ``plan``, a photo, video, sound, PDF or slide is converted first; DICOM files are
+    ingested as they are either way.
+    """
     try:
+        kind, notes = classify(path) if plan is not None else (None, [])
+        if kind is not None:
+            assert plan is not None
+            return _convert_and_ingest(archive, path, kind, notes, plan, instance_number, progress)
         result = ingest_file(archive, path, source="import")
     except VnaError as exc:
         return FileOutcome(str(path), REJECTED, str(exc))
@@ -129,19 +157,62 @@ def import_one(archive: Archive, path: Path) -> FileOutcome:
     return FileOutcome(str(path), status, "", result.sop_instance_uid, result.warnings)
 
 
+def _convert_and_ingest(
+    archive: Archive,
+    path: Path,
+    kind: str,
+    notes: list[str],
+    plan: ConversionPlan,
+    instance_number: int,
+    progress: ProgressFn | None,
+) -> FileOutcome:
+    """Convert into the spool folder (same disk as the store), then ingest each object."""
+    archive.spool_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=archive.spool_dir, prefix="convert-") as tmp:
+        created = convert_file(
+            path,
+            plan.context_for(path),
+            Path(tmp),
+            plan.options,
+            kind=kind,
+            instance_number=instance_number,
+            progress=progress,
+            warnings=notes,
+        )
+        results = []
+        for obj in created:
+            sha, size = file_sha256(obj)
+            results.append(ingest_spooled(archive, obj, sha, size, source=f"convert:{kind}"))
+    duplicates = all(r.status == DUPLICATE for r in results)
+    warnings = list(dict.fromkeys([*notes, *(w for r in results for w in r.warnings)]))
+    if duplicates:
+        warnings = [w for w in warnings if w != "already stored with identical content"]
+    return FileOutcome(
+        str(path),
+        DUPLICATE_OUTCOME if duplicates else STORED,
+        "",
+        results[0].sop_instance_uid,
+        warnings,
+        kind=kind,
+        objects=len(results),
+    )
+
+
 class _Worker:
     """Process-local archive of a pool worker (opened once per worker process)."""
 
     archive: Archive | None = None
+    plan: ConversionPlan | None = None
 
     @classmethod
-    def start(cls, settings: Settings) -> None:
+    def start(cls, settings: Settings, plan: ConversionPlan | None = None) -> None:
         cls.archive = Archive.open(settings, migrate=False)
+        cls.plan = plan
 
     @classmethod
-    def run(cls, path: str) -> FileOutcome:
+    def run(cls, item: tuple[str, int]) -> FileOutcome:
         assert cls.archive is not None
-        return import_one(cls.archive, Path(path))
+        return import_one(cls.archive, Path(item[0]), cls.plan, item[1])
 
 
 def run_import(
@@ -150,25 +221,53 @@ def run_import(
     *,
     workers: int | None = None,
     on_outcome: Callable[[FileOutcome], None] | None = None,
+    plan: ConversionPlan | None = None,
+    on_slide: Callable[[Path], ProgressFn] | None = None,
 ) -> ImportSummary:
-    """Import everything under ``paths``; return the summary (never raises for a bad file)."""
+    """Import everything under ``paths``; return the summary (never raises for a bad file).
+
+    With a ``plan``, non-DICOM files are converted with its context; ``on_slide`` is called
+    before each slide's conversion and returns the progress callback for it.
+    """
     summary = ImportSummary()
     files = list(expand(paths, summary, [archive.settings.data_dir]))
+    items = plan.numbered(files) if plan is not None else [(p, 1) for p in files]
+    slides = [item for item in items if plan is not None and _is_slide_file(item[0])]
+    items = [item for item in items if item not in slides]
     n_workers = workers if workers is not None else archive.settings.import_workers
-    n_workers = max(1, min(n_workers, len(files)))
+    n_workers = max(1, min(n_workers, len(items)))
 
     def record(outcome: FileOutcome) -> None:
         summary.add(outcome)
         if on_outcome:
             on_outcome(outcome)
 
-    if n_workers == 1 or len(files) < 8:
-        for path in files:
-            record(import_one(archive, path))
+    for path, number in slides:
+        progress = on_slide(path) if on_slide else None
+        record(import_one(archive, path, plan, number, progress))
+    if n_workers == 1 or len(items) < 8:
+        for path, number in items:
+            record(import_one(archive, path, plan, number))
         return summary
     with cf.ProcessPoolExecutor(
-        max_workers=n_workers, initializer=_Worker.start, initargs=(archive.settings,)
+        max_workers=n_workers, initializer=_Worker.start, initargs=(archive.settings, plan)
     ) as pool:
-        for outcome in pool.map(_Worker.run, [str(p) for p in files], chunksize=4):
+        work = [(str(p), n) for p, n in items]
+        for outcome in pool.map(_Worker.run, work, chunksize=4):
             record(outcome)
     return summary
+
+
+def _is_slide_file(path: Path) -> bool:
+    """A slide (converted in this process, with progress), told cheaply from the others."""
+    try:
+        with path.open("rb") as fp:
+            head = fp.read(132)
+    except OSError:
+        return False
+    if head[128:132] == b"DICM":
+        return False
+    return (head[:2] in (b"II", b"MM") or path.suffix.lower() in WSI_SUFFIXES) and is_slide(path)
+
+
+WSI_SUFFIXES = frozenset(suffix for suffix, kind in EXTENSIONS.items() if kind == WSI)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from vna.cli import core as _core  # noqa: F401  (registers commands)
+from vna.cli import convert as _convert  # noqa: F401  (registers commands)
+from vna.cli import core as _core  # noqa: F401
 from vna.cli import serve as _serve  # noqa: F401
 from vna.cli.base import app
 

@@ -181,7 +181,7 @@ class Context:
 
 
 def field_name(key: str) -> str:
-    """A manifest column or DICOM keyword as a Context field name (``PatientID`` → ``patient_id``)."""
+    """A manifest column or DICOM keyword as a field name (``PatientID`` → ``patient_id``)."""
     text = key.strip()
     compact = re.sub(r"[^a-z]", "", text.lower())
     if compact in ALIASES:

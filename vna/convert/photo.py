@@ -102,7 +102,7 @@ def clean_jpeg(data: bytes) -> JpegStream:
         while pos < size and data[pos] == 0xFF and pos + 1 < size and data[pos + 1] == 0xFF:
             pos += 1  # fill bytes
         if pos + 2 > size or data[pos] != 0xFF:
-            raise ConversionError("corrupt or truncated JPEG: marker expected at byte %d" % pos)
+            raise ConversionError(f"corrupt or truncated JPEG: marker expected at byte {pos}")
         marker = data[pos + 1]
         if marker == EOI:
             out += b"\xff\xd9"

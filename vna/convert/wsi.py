@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
+from wsidicomizer.metadata import WsiDicomizerMetadata
 
 from vna.convert.common import (
     SERIES_NUMBERS,
@@ -39,10 +40,9 @@ VL_WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
 POLL_SECONDS = 0.5
 
 
-def _metadata(context: Context, series: UID, slide_id: str) -> object:
+def _metadata(context: Context, series: UID, slide_id: str) -> WsiDicomizerMetadata:
     """wsidicom's metadata model filled from the user's context only."""
     from wsidicom.metadata import Patient, PatientSex, Series, Slide, Study
-    from wsidicomizer.metadata import WsiDicomizerMetadata
 
     def date(text: str) -> dt.date | None:
         return dt.datetime.strptime(text, "%Y%m%d").date() if text else None
@@ -82,10 +82,10 @@ def _post_processor(context: Context) -> Callable[[Dataset, object], Dataset]:
 
     def process(ds: Dataset, _metadata: object) -> Dataset:
         ds.SpecificCharacterSet = "ISO_IR 192"
-        if context.study_date:
+        if context.study_date and context.study_time:
             ds.ContentDate = context.study_date
-            ds.ContentTime = context.study_time or "000000"
-            ds.AcquisitionDateTime = ds.ContentDate + ds.ContentTime
+            ds.ContentTime = context.study_time
+            ds.AcquisitionDateTime = context.study_date + context.study_time
         if context.issuer:
             ds.IssuerOfPatientID = context.issuer
         if context.department:
@@ -154,7 +154,7 @@ def convert_slide(
             created = WsiDicomizer.convert(
                 path,
                 work,
-                metadata=_metadata(context, series, slide_id),  # type: ignore[arg-type]
+                metadata=_metadata(context, series, slide_id),
                 uid_generator=uids,
                 include_label=options.include_label,
                 include_overview=options.include_overview,
