@@ -124,6 +124,17 @@ def test_exif_orientation_can_be_recorded_instead(tmp_path: Path) -> None:
     assert_valid([out])
 
 
+def test_unsubsampled_jpeg_is_stored_losslessly(tmp_path: Path) -> None:
+    # VL images allow no YBR_FULL: a 4:4:4 JPEG cannot pass through as it is
+    source = tmp_path / "444.jpg"
+    Image.fromarray(image_array()).save(source, quality=95, subsampling=0)
+    [out] = convert_file(source, CONTEXT, tmp_path / "out")
+    ds = pydicom.dcmread(out)
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.80"
+    assert np.array_equal(ds.pixel_array, decoded(source.read_bytes()))
+    assert_valid([out])
+
+
 def test_progressive_jpeg_is_stored_losslessly(tmp_path: Path) -> None:
     source = planted_jpeg(tmp_path / "p.jpg", progressive=True)
     [out] = convert_file(source, CONTEXT, tmp_path / "out")
@@ -182,7 +193,7 @@ def test_jpeg_transcode_on_request(tmp_path: Path) -> None:
     [out] = convert_file(source, CONTEXT, tmp_path / "out", Options(jpeg_quality=85))
     ds = pydicom.dcmread(out)
     assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
-    assert ds.PhotometricInterpretation == "YBR_FULL" and ds.LossyImageCompression == "01"
+    assert ds.PhotometricInterpretation == "YBR_FULL_422" and ds.LossyImageCompression == "01"
     diff = np.abs(decoded(fragment(out)).astype(int) - image_array().astype(int))
     assert diff.mean() < 10  # noisy test image at quality 85
     assert_valid([out])

@@ -80,8 +80,15 @@ class JpegStream:
 
     @property
     def passthrough(self) -> bool:
-        """Baseline (SOF0) 8-bit grey or colour: storable as it is (PS3.5 A.4.1)."""
-        return self.sof == 0xC0 and self.precision == 8 and len(self.components) in (1, 3)
+        """Baseline (SOF0) 8-bit, grey, RGB or subsampled YCbCr: storable as it is (PS3.5
+        A.4.1). VL images do not allow YBR_FULL (PS3.3 C.8.12.1.1.1), so a 4:4:4 YCbCr
+        stream is decoded and stored losslessly instead."""
+        return (
+            self.sof == 0xC0
+            and self.precision == 8
+            and len(self.components) in (1, 3)
+            and self.photometric != "YBR_FULL"
+        )
 
 
 def clean_jpeg(data: bytes) -> JpegStream:
@@ -332,9 +339,10 @@ def convert_photo(
 
 
 def _encode_jpeg(array: np.ndarray, quality: int) -> JpegStream:
-    """JPEG baseline, 4:4:4 (YBR_FULL), without JFIF or any other APPn (cleaned again)."""
+    """JPEG baseline, 4:2:0 (YBR_FULL_422, as VL images allow), without JFIF or any other
+    APPn (cleaned again)."""
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, "JPEG", quality=quality, subsampling=0)
+    Image.fromarray(array).save(buffer, "JPEG", quality=quality, subsampling=2)
     return clean_jpeg(buffer.getvalue())
 
 
