@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID, generate_uid
 
-from vna.convert.context import PAIRED, Context, body_part_code
+from vna.convert.context import CODE_ONLY, PAIRED, Context, body_part_code
 from vna.errors import ConversionError
 from vna.ingest import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
@@ -161,7 +161,7 @@ def add_anatomy(ds: Dataset, context: Context, *, required: bool) -> None:
         term, code, scheme, meaning = "", "91723000", "SCT", "Anatomical structure"
     else:
         return
-    if term:
+    if term and term not in CODE_ONLY:
         ds.BodyPartExamined = term
     if context.laterality or term in PAIRED:
         ds.Laterality = context.laterality  # Type 2C: empty when the user did not say

@@ -50,8 +50,9 @@ BODY_PARTS: dict[str, tuple[str, str]] = {
 DEVICE_TYPES = ("camera", "phone", "dermatoscope", "endoscope", "microscope", "recorder",
                 "scanner", "ultrasound")
 #: Paired structures: General Series Laterality is required for them (C.7.3.1, Type 2C).
+#: Skin has no side of its own but is checked like a paired structure (a lesion has one).
 PAIRED = frozenset({"ANKLE", "BREAST", "EYE", "FOOT", "HAND", "HIP", "KNEE", "SHOULDER",
-                    "THIGH", "WRIST"})
+                    "SKIN", "THIGH", "WRIST"})
 #: Regions with a code but no Body Part Examined defined term: sent as the code only.
 CODE_ONLY = frozenset({"SKIN"})
 LATERALITIES = {"R": "R", "RIGHT": "R", "L": "L", "LEFT": "L"}
@@ -190,7 +191,7 @@ def field_name(key: str) -> str:
 
 
 def body_part_code(text: str) -> tuple[str, str, str, str]:
-    """(Body Part Examined, code value, scheme, meaning) of a body part given by the user.
+    """(defined term, code value, scheme, meaning) of a body part given by the user.
 
     A defined term from :data:`BODY_PARTS` (``hand``) or an explicit code
     ``SCHEME:CODE:MEANING`` (``SCT:7569003:Finger``).
@@ -211,7 +212,7 @@ def body_part_code(text: str) -> tuple[str, str, str, str]:
             "or a code SCHEME:CODE:MEANING (e.g. SCT:7569003:Finger)"
         )
     code, meaning = BODY_PARTS[key]
-    return ("" if key in CODE_ONLY else key), code, "SCT", meaning
+    return key, code, "SCT", meaning
 
 
 def _limit(value: str, length: int, what: str) -> str:
