@@ -21,8 +21,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
+from wsidicomizer import WsiDicomizer
 from wsidicomizer.metadata import WsiDicomizerMetadata
 
 from vna.convert.common import (
@@ -35,6 +37,10 @@ from vna.convert.common import (
 )
 from vna.convert.context import Context
 from vna.errors import ConversionError
+
+# wsidicomizer switches pydicom to its "future" behaviour for the whole process when imported
+# (strict writing, no ``convert_pixel_data``); the rest of the archive expects the default.
+pydicom_config.future_behavior(False)
 
 VL_WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
 POLL_SECONDS = 0.5
@@ -137,8 +143,6 @@ def convert_slide(
     Raises:
         ConversionError: no reader supports the file, or it is corrupt.
     """
-    from wsidicomizer import WsiDicomizer
-
     series = series_uid(context, f"wsi:{digest}", VL_WSI)
     counter = itertools.count(1)
 
