@@ -15,8 +15,13 @@ from tests.support.validate import assert_valid, find_planted
 from vna.convert import Context, Options, classify, convert_file
 from vna.errors import ConversionError
 
-CONTEXT = Context(patient_id="PAT-3", patient_name="Poe^Ann", study_date="20240107",
-                  study_time="083000", department="Cardiology")
+CONTEXT = Context(
+    patient_id="PAT-3",
+    patient_name="Poe^Ann",
+    study_date="20240107",
+    study_time="083000",
+    department="Cardiology",
+)
 TAGS = [b"PLANTED-OWNER", b"PLANTED-TITLE", b"PLANTED-COMMENT", b"Lavf", b"LIST", b"ID3"]
 
 
@@ -42,16 +47,17 @@ def test_wav_samples_are_kept_exactly_and_tags_removed(tmp_path: Path) -> None:
     assert np.array_equal(samples[:, 0], tone)
 
 
-@pytest.mark.parametrize(("name", "codec", "container"), [
-    ("lung.mp3", "libmp3lame", None),
-    ("speech.m4a", "aac", "ipod"),
-])
+@pytest.mark.parametrize(
+    ("name", "codec", "container"),
+    [
+        ("lung.mp3", "libmp3lame", None),
+        ("speech.m4a", "aac", "ipod"),
+    ],
+)
 def test_compressed_sound_is_decoded_to_pcm(
     tmp_path: Path, name: str, codec: str, container: str | None
 ) -> None:
-    source, _tone = planted_audio(
-        tmp_path / name, codec, container, rate=48000, layout="stereo"
-    )
+    source, _tone = planted_audio(tmp_path / name, codec, container, rate=48000, layout="stereo")
     assert classify(source)[0] == "audio"
     [out] = convert_file(source, CONTEXT, tmp_path / "out", Options(audio_source="voice"))
     assert_valid([out])
@@ -71,8 +77,14 @@ def test_silent_or_broken_sound_is_refused(tmp_path: Path) -> None:
 
 def test_pdf_loses_info_xmp_and_old_revisions(tmp_path: Path) -> None:
     source = planted_pdf(tmp_path / "consent.pdf")
-    planted = [b"PLANTED-OWNER", b"PLANTED-OLD-AUTHOR", b"PLANTED-SOFTWARE",
-               b"PLANTED-XMP-CREATOR", b"PLANTED-MODEL", b"PLANTED-TITLE"]
+    planted = [
+        b"PLANTED-OWNER",
+        b"PLANTED-OLD-AUTHOR",
+        b"PLANTED-SOFTWARE",
+        b"PLANTED-XMP-CREATOR",
+        b"PLANTED-MODEL",
+        b"PLANTED-TITLE",
+    ]
     assert all(p in source.read_bytes() for p in planted)
     [out] = convert_file(source, CONTEXT, tmp_path / "out")
     assert_valid([out])

@@ -40,8 +40,12 @@ CONTEXT = Context(
     laterality="L",
     department="Dermatology",
 )
-GPS = [rationals(GPS_LATITUDE, True), rationals(GPS_LATITUDE, False),
-       rationals(GPS_LONGITUDE, True), rationals(GPS_LONGITUDE, False)]
+GPS = [
+    rationals(GPS_LATITUDE, True),
+    rationals(GPS_LATITUDE, False),
+    rationals(GPS_LONGITUDE, True),
+    rationals(GPS_LONGITUDE, False),
+]
 
 
 def fragment(path: Path) -> bytes:
@@ -60,13 +64,22 @@ def test_camera_jpeg_passes_through_bit_exact_without_metadata(tmp_path: Path) -
     assert rationals(GPS_LATITUDE, False) in raw and rationals(GPS_LONGITUDE, False) in raw
     [out] = convert_file(source, CONTEXT, tmp_path / "out")
     assert_valid([out])
-    assert find_planted([out], PLANTED + GPS + [b"Exif\x00\x00", b"http://ns.adobe.com",
-                                                 b"Photoshop 3.0", b"JFIF"]) == []
+    assert (
+        find_planted(
+            [out],
+            PLANTED + GPS + [b"Exif\x00\x00", b"http://ns.adobe.com", b"Photoshop 3.0", b"JFIF"],
+        )
+        == []
+    )
     ds = pydicom.dcmread(out)
     assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.77.1.4"
     assert ds.PhotometricInterpretation == "YBR_FULL_422"
-    assert (ds.PatientID, ds.IssuerOfPatientID, str(ds.PatientName)) == ("PAT-1", "HOSP", "Doe^Jane")
+    assert (ds.PatientID, ds.IssuerOfPatientID, str(ds.PatientName)) == (
+        "PAT-1",
+        "HOSP",
+        "Doe^Jane",
+    )
     assert (ds.PatientBirthDate, ds.AccessionNumber, ds.Modality) == ("19700203", "ACC-1", "XC")
     assert ds.AnatomicRegionSequence[0].CodeValue == "85562004"
     assert (ds.BodyPartExamined, ds.Laterality) == ("HAND", "L")
@@ -167,7 +180,7 @@ def test_sixteen_bit_png_is_reduced_and_marked_derived(tmp_path: Path) -> None:
     notes: list[str] = []
     [out] = convert_file(source, CONTEXT, tmp_path / "out", warnings=notes)
     ds = pydicom.dcmread(out)
-    assert list(ds.ImageType)[0] == "DERIVED" and ds.BitsStored == 8
+    assert ds.ImageType[0] == "DERIVED" and ds.BitsStored == 8
     assert np.array_equal(ds.pixel_array, (values >> 8).astype(np.uint8))
     assert any("reduced to 8 bits" in n for n in notes)
     assert_valid([out])
@@ -202,7 +215,7 @@ def test_jpeg_transcode_on_request(tmp_path: Path) -> None:
 def test_bad_photos_are_refused_with_the_reason(tmp_path: Path) -> None:
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(planted_jpeg(tmp_path / "whole.jpg").read_bytes()[:2000])
-    with pytest.raises(ConversionError, match="truncated JPEG|corrupt"):
+    with pytest.raises(ConversionError, match=r"truncated JPEG|corrupt"):
         convert_file(cut, CONTEXT, tmp_path / "out")
     garbage = tmp_path / "noise.jpg"
     garbage.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4)
@@ -210,7 +223,7 @@ def test_bad_photos_are_refused_with_the_reason(tmp_path: Path) -> None:
         convert_file(garbage, CONTEXT, tmp_path / "out")
     text = tmp_path / "photo.jpg"
     text.write_text("this is not a photo")
-    with pytest.raises(UnsupportedMedia, match="extension '.jpg'"):
+    with pytest.raises(UnsupportedMedia, match=r"extension '\.jpg'"):
         convert_file(text, CONTEXT, tmp_path / "out")
     with pytest.raises(MissingContext, match="patient"):
         convert_file(planted_jpeg(tmp_path / "ok.jpg"), Context(), tmp_path / "out")

@@ -17,10 +17,24 @@ from vna.convert import Context, classify, convert_file
 from vna.convert.video import MPEG4_HP41, MPEG4_HP42, VideoInfo, syntax_for_remux
 from vna.errors import ConversionError
 
-CONTEXT = Context(patient_id="PAT-2", patient_name="Roe^Rick", accession="ACC-2",
-                  study_date="20240106", study_time="0930", body_part="skin")
-PLANTED_VIDEO = [b"PLANTED-TITLE", b"PLANTED-COMMENT", b"PLANTED-OWNER", b"PLANTED-HANDLER",
-                 b"+48.8577+002.2950", b"x264 - core", b"Lavf", b"2021-05-04"]
+CONTEXT = Context(
+    patient_id="PAT-2",
+    patient_name="Roe^Rick",
+    accession="ACC-2",
+    study_date="20240106",
+    study_time="0930",
+    body_part="skin",
+)
+PLANTED_VIDEO = [
+    b"PLANTED-TITLE",
+    b"PLANTED-COMMENT",
+    b"PLANTED-OWNER",
+    b"PLANTED-HANDLER",
+    b"+48.8577+002.2950",
+    b"x264 - core",
+    b"Lavf",
+    b"2021-05-04",
+]
 
 
 def the_mp4(path: Path) -> bytes:
@@ -122,7 +136,11 @@ def test_transfer_syntax_limits(info: VideoInfo, expected: str | None) -> None:
 
 def test_high_level_stream_is_transcoded_to_fit(tmp_path: Path) -> None:
     source = planted_video(
-        tmp_path / "big.mp4", width=320, height=240, frames=4, audio=False,
+        tmp_path / "big.mp4",
+        width=320,
+        height=240,
+        frames=4,
+        audio=False,
         options={"level": "5.1"},
     )
     notes: list[str] = []
@@ -137,8 +155,9 @@ def test_video_without_video_stream_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "nothing.mp4"
     with av.open(str(path), "w") as out:
         stream = out.add_stream("aac", rate=8000, layout="mono")
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
         frame.sample_rate, frame.pts = 8000, 0
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             out.mux(packet)

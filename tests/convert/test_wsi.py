@@ -15,11 +15,24 @@ from tests.support.validate import assert_valid, find_planted
 from vna.convert import Context, Options, classify, convert_file
 from vna.errors import ConversionError, UnsupportedMedia
 
-CONTEXT = Context(patient_id="PAT-4", issuer="PATH", patient_name="Moe^Max",
-                  birth_date="19800304", sex="M", accession="S-ACC-4", study_date="20240108",
-                  study_time="120000", department="Pathology")
-PLANTED_SLIDE = [b"PLANTED-LABEL-DOE-JANE", b"PLANTED-MACRO-S22-4711",
-                 b"PLANTED-BARCODE-S22-4711", b"PLANTED-SCANNER-SN-987", b"PLANTED-USER"]
+CONTEXT = Context(
+    patient_id="PAT-4",
+    issuer="PATH",
+    patient_name="Moe^Max",
+    birth_date="19800304",
+    sex="M",
+    accession="S-ACC-4",
+    study_date="20240108",
+    study_time="120000",
+    department="Pathology",
+)
+PLANTED_SLIDE = [
+    b"PLANTED-LABEL-DOE-JANE",
+    b"PLANTED-MACRO-S22-4711",
+    b"PLANTED-BARCODE-S22-4711",
+    b"PLANTED-SCANNER-SN-987",
+    b"PLANTED-USER",
+]
 
 
 def image_types(paths: list[Path]) -> list[str]:
@@ -32,14 +45,17 @@ def test_svs_tiles_are_copied_and_identity_is_left_out(tmp_path: Path) -> None:
     assert all(p in source.read_bytes() for p in PLANTED_SLIDE)
     seen: list[tuple[int, int]] = []
     notes: list[str] = []
-    outs = convert_file(source, CONTEXT, tmp_path / "out", progress=lambda d, t: seen.append((d, t)),
-                        warnings=notes)
+    outs = convert_file(
+        source, CONTEXT, tmp_path / "out", progress=lambda d, t: seen.append((d, t)), warnings=notes
+    )
     assert image_types(outs) == ["VOLUME", "VOLUME"]  # two pyramid levels, nothing else
     assert any("label, overview, thumbnail" in n for n in notes)
     assert seen and seen[-1][0] == seen[-1][1] == source.stat().st_size
     assert_valid(outs)
     assert find_planted(outs, PLANTED_SLIDE) == []
-    base = max(outs, key=lambda p: pydicom.dcmread(p, stop_before_pixels=True).TotalPixelMatrixColumns)
+    base = max(
+        outs, key=lambda p: pydicom.dcmread(p, stop_before_pixels=True).TotalPixelMatrixColumns
+    )
     ds = pydicom.dcmread(base)
     assert (ds.PatientID, ds.IssuerOfPatientID, ds.AccessionNumber) == ("PAT-4", "PATH", "S-ACC-4")
     assert (ds.TotalPixelMatrixColumns, ds.TotalPixelMatrixRows) == (2048, 1536)
@@ -61,8 +77,9 @@ def test_label_and_overview_only_on_request(tmp_path: Path) -> None:
     options = Options(include_label=True, include_overview=True, include_thumbnail=True)
     outs = convert_file(source, CONTEXT, tmp_path / "out", options)
     assert image_types(outs) == ["LABEL", "OVERVIEW", "THUMBNAIL", "VOLUME"]
-    label = next(p for p in outs if pydicom.dcmread(p, stop_before_pixels=True).ImageType[2]
-                 == "LABEL")
+    label = next(
+        p for p in outs if pydicom.dcmread(p, stop_before_pixels=True).ImageType[2] == "LABEL"
+    )
     # what the label shows is what the source's label page held (the planted text's bytes)
     pixels = pydicom.dcmread(label).pixel_array.astype(int)
     planted = np.frombuffer((b"PLANTED-LABEL-DOE-JANE " * 900)[: 96 * 64 * 3], np.uint8)
@@ -72,7 +89,7 @@ def test_label_and_overview_only_on_request(tmp_path: Path) -> None:
 def test_slide_nothing_reads_is_refused(tmp_path: Path) -> None:
     fake = tmp_path / "slide.svs"
     fake.write_bytes(b"not a slide at all" * 100)
-    with pytest.raises(UnsupportedMedia, match="extension '.svs'"):
+    with pytest.raises(UnsupportedMedia, match=r"extension '\.svs'"):
         convert_file(fake, CONTEXT, tmp_path / "out")
     broken = tmp_path / "broken.svs"
     broken.write_bytes(write_svs(tmp_path / "ok.svs").read_bytes()[:5000])

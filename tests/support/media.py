@@ -143,17 +143,13 @@ def planted_png(path: Path, array: np.ndarray | None = None, mode: str = "RGB") 
     image = Image.fromarray(data)
     if mode != image.mode:
         image = image.convert(mode)
-    image.save(
-        path, "PNG", pnginfo=info, exif=planted_exif().tobytes(), icc_profile=planted_icc()
-    )
+    image.save(path, "PNG", pnginfo=info, exif=planted_exif().tobytes(), icc_profile=planted_icc())
     return path
 
 
 def planted_tiff(path: Path) -> Path:
     """A plain (stripped) TIFF photo with camera tags and EXIF."""
-    Image.fromarray(image_array()).save(
-        path, "TIFF", exif=planted_exif().tobytes()
-    )
+    Image.fromarray(image_array()).save(path, "TIFF", exif=planted_exif().tobytes())
     return path
 
 
@@ -232,19 +228,22 @@ def decode_frames(source: Path | bytes) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
 
 
-def planted_audio(path: Path, codec: str, container: str | None = None, rate: int = 8000,
-                  layout: str = "mono") -> tuple[Path, np.ndarray]:
+def planted_audio(
+    path: Path, codec: str, container: str | None = None, rate: int = 8000, layout: str = "mono"
+) -> tuple[Path, np.ndarray]:
     """A one-second tone with artist/title/comment tags; returns the int16 samples written."""
     t = np.arange(rate)
     tone = (np.sin(2 * np.pi * 440 * t / rate) * 12000).astype(np.int16)
     channels = 1 if layout == "mono" else 2
     interleaved = np.repeat(tone[:, None], channels, axis=1).reshape(1, -1)
     with av.open(str(path), "w", format=container) as out:
-        out.metadata.update({"artist": "PLANTED-OWNER", "title": "PLANTED-TITLE",
-                             "comment": "PLANTED-COMMENT"})
+        out.metadata.update(
+            {"artist": "PLANTED-OWNER", "title": "PLANTED-TITLE", "comment": "PLANTED-COMMENT"}
+        )
         stream = out.add_stream(codec, rate=rate, layout=layout)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(interleaved), format="s16",
-                                           layout=layout)
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(interleaved), format="s16", layout=layout
+        )
         frame.sample_rate, frame.pts = rate, 0
         for packet in stream.encode(frame):
             out.mux(packet)

@@ -58,9 +58,7 @@ def write_svs(
     so a 50,000 × 50,000 slide is written in seconds."""
     import imagecodecs
 
-    encoded = [
-        imagecodecs.jpeg8_encode(_tile(i, tile), level=80) for i in range(distinct_tiles)
-    ]
+    encoded = [imagecodecs.jpeg8_encode(_tile(i, tile), level=80) for i in range(distinct_tiles)]
     info = (
         f"|AppMag = 20|MPP = 0.4990|ScanScope ID = {serial}|Filename = {barcode}"
         f"|Barcode = {barcode}|User = PLANTED-USER|Date = 01/02/21|Time = 10:11:12"
@@ -72,21 +70,51 @@ def write_svs(
             yield encoded[i % distinct_tiles]
 
     with tifffile.TiffWriter(path, bigtiff=True) as tif:
-        common = {"photometric": "ycbcr", "compression": "jpeg", "subsampling": (2, 2),
-                  "metadata": None}
+        common = {
+            "photometric": "ycbcr",
+            "compression": "jpeg",
+            "subsampling": (2, 2),
+            "metadata": None,
+        }
         w, h = width, height
         desc = f"{APERIO}\r\n{width}x{height} [0,0 {width}x{height}] ({tile}x{tile}) JPEG/RGB Q=80"
-        tif.write(tiles(w, h), shape=(h, w, 3), dtype="uint8", tile=(tile, tile),
-                  description=desc + info, **common)
+        tif.write(
+            tiles(w, h),
+            shape=(h, w, 3),
+            dtype="uint8",
+            tile=(tile, tile),
+            description=desc + info,
+            **common,
+        )
         thumb = _tile(99, 64)[: max(1, 64 * height // width)]
-        tif.write(thumb, description=f"{APERIO}\r\n{width}x{height} -> 64x{thumb.shape[0]}"
-                  + info, photometric="rgb", metadata=None)
+        tif.write(
+            thumb,
+            description=f"{APERIO}\r\n{width}x{height} -> 64x{thumb.shape[0]}" + info,
+            photometric="rgb",
+            metadata=None,
+        )
         for level in range(1, levels):
             w, h = max(1, width >> (2 * level)), max(1, height >> (2 * level))
-            tif.write(tiles(w, h), shape=(h, w, 3), dtype="uint8", tile=(tile, tile),
-                      description=f"{APERIO}\r\n{width}x{height} -> {w}x{h}" + info, **common)
-        tif.write(_planted_image(label_text, 96, 64), subfiletype=1, photometric="rgb", metadata=None,
-                  description=f"{APERIO}\r\nlabel 96x64\r\n{info}")
-        tif.write(_planted_image(macro_text, 192, 64), subfiletype=9, photometric="rgb", metadata=None,
-                  description=f"{APERIO}\r\nmacro 192x64\r\n{info}")
+            tif.write(
+                tiles(w, h),
+                shape=(h, w, 3),
+                dtype="uint8",
+                tile=(tile, tile),
+                description=f"{APERIO}\r\n{width}x{height} -> {w}x{h}" + info,
+                **common,
+            )
+        tif.write(
+            _planted_image(label_text, 96, 64),
+            subfiletype=1,
+            photometric="rgb",
+            metadata=None,
+            description=f"{APERIO}\r\nlabel 96x64\r\n{info}",
+        )
+        tif.write(
+            _planted_image(macro_text, 192, 64),
+            subfiletype=9,
+            photometric="rgb",
+            metadata=None,
+            description=f"{APERIO}\r\nmacro 192x64\r\n{info}",
+        )
     return path

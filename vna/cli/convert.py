@@ -57,50 +57,77 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "operator": (str, _opt("--operator", "Operator's name.")),
     "device_type": (
         str,
-        _opt("--device-type", "camera, phone, dermatoscope, endoscope, microscope, recorder, "
-             "scanner or ultrasound; endoscope/microscope video becomes Video Endoscopic/"
-             "Microscopic."),
+        _opt(
+            "--device-type",
+            "camera, phone, dermatoscope, endoscope, microscope, recorder, "
+            "scanner or ultrasound; endoscope/microscope video becomes Video Endoscopic/"
+            "Microscopic.",
+        ),
     ),
     "series_description": (str, _opt("--series-description", "Series description.")),
     "document_title": (str, _opt("--document-title", "Title of a converted PDF.")),
     "manifest": (
         Path | None,
-        _opt("--manifest", "JSON or CSV manifest: one row per file with its context.",
-             default=None),
+        _opt(
+            "--manifest", "JSON or CSV manifest: one row per file with its context.", default=None
+        ),
     ),
     "exif_datetime": (
         bool,
-        _opt("--exif-datetime", "Take a photo's acquisition date/time from its EXIF.",
-             CHOICES_PANEL, False),
+        _opt(
+            "--exif-datetime",
+            "Take a photo's acquisition date/time from its EXIF.",
+            CHOICES_PANEL,
+            False,
+        ),
     ),
     "orientation": (
         str,
-        _opt("--orientation", "EXIF orientation: apply (rotate the pixels) or record.",
-             CHOICES_PANEL, "apply"),
+        _opt(
+            "--orientation",
+            "EXIF orientation: apply (rotate the pixels) or record.",
+            CHOICES_PANEL,
+            "apply",
+        ),
     ),
     "jpeg_quality": (
         int | None,
-        _opt("--jpeg-quality", "Transcode photos to JPEG baseline at this quality (lossy).",
-             CHOICES_PANEL, None),
+        _opt(
+            "--jpeg-quality",
+            "Transcode photos to JPEG baseline at this quality (lossy).",
+            CHOICES_PANEL,
+            None,
+        ),
     ),
     "include_label": (
-        bool, _opt("--include-label", "Keep a slide's label image.", CHOICES_PANEL, False)
+        bool,
+        _opt("--include-label", "Keep a slide's label image.", CHOICES_PANEL, False),
     ),
     "include_overview": (
-        bool, _opt("--include-overview", "Keep a slide's overview (macro).", CHOICES_PANEL, False)
+        bool,
+        _opt("--include-overview", "Keep a slide's overview (macro).", CHOICES_PANEL, False),
     ),
     "include_thumbnail": (
-        bool, _opt("--include-thumbnail", "Keep a slide's thumbnail.", CHOICES_PANEL, False)
+        bool,
+        _opt("--include-thumbnail", "Keep a slide's thumbnail.", CHOICES_PANEL, False),
     ),
     "keep_pdf_metadata": (
         bool,
-        _opt("--keep-pdf-metadata", "Keep a PDF's document information and XMP.",
-             CHOICES_PANEL, False),
+        _opt(
+            "--keep-pdf-metadata",
+            "Keep a PDF's document information and XMP.",
+            CHOICES_PANEL,
+            False,
+        ),
     ),
     "audio_source": (
         str,
-        _opt("--audio-source", "What a sound is: physiological, phonocardiogram, voice, "
-             "doppler or ambient.", CHOICES_PANEL, "physiological"),
+        _opt(
+            "--audio-source",
+            "What a sound is: physiological, phonocardiogram, voice, doppler or ambient.",
+            CHOICES_PANEL,
+            "physiological",
+        ),
     ),
 }
 CONTEXT_FIELDS = {f for f in OPTIONS if f in Context.__dataclass_fields__}

@@ -66,8 +66,14 @@ def study_uid(context: Context) -> UID:
 def series_uid(context: Context, kind: str, sop_class: str) -> UID:
     """One series per case, kind of object, SOP class and source."""
     return derived_uid(
-        "series", study_uid(context), kind, sop_class, context.device_type, context.department,
-        context.operator, context.series_description,
+        "series",
+        study_uid(context),
+        kind,
+        sop_class,
+        context.device_type,
+        context.department,
+        context.operator,
+        context.series_description,
     )
 
 

@@ -47,12 +47,21 @@ BODY_PARTS: dict[str, tuple[str, str]] = {
     "WRIST": ("74670003", "Wrist joint"),
 }
 #: Device types the user may name; they choose the modality and, for video, the SOP class.
-DEVICE_TYPES = ("camera", "phone", "dermatoscope", "endoscope", "microscope", "recorder",
-                "scanner", "ultrasound")
+DEVICE_TYPES = (
+    "camera",
+    "phone",
+    "dermatoscope",
+    "endoscope",
+    "microscope",
+    "recorder",
+    "scanner",
+    "ultrasound",
+)
 #: Paired structures: General Series Laterality is required for them (C.7.3.1, Type 2C).
 #: Skin has no side of its own but is checked like a paired structure (a lesion has one).
-PAIRED = frozenset({"ANKLE", "BREAST", "EYE", "FOOT", "HAND", "HIP", "KNEE", "SHOULDER",
-                    "SKIN", "THIGH", "WRIST"})
+PAIRED = frozenset(
+    {"ANKLE", "BREAST", "EYE", "FOOT", "HAND", "HIP", "KNEE", "SHOULDER", "SKIN", "THIGH", "WRIST"}
+)
 #: Regions with a code but no Body Part Examined defined term: sent as the code only.
 CODE_ONLY = frozenset({"SKIN"})
 LATERALITIES = {"R": "R", "RIGHT": "R", "L": "L", "LEFT": "L"}

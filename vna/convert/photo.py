@@ -38,8 +38,9 @@ from vna.errors import ConversionError
 
 VL_PHOTOGRAPHIC = "1.2.840.10008.5.1.4.1.1.77.1.4"
 SOI, EOI, SOS, APP14, COM = 0xD8, 0xD9, 0xDA, 0xEE, 0xFE
-SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD,
-                         0xCE, 0xCF})
+SOF_MARKERS = frozenset(
+    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+)
 STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 EXIF_ORIENTATION, EXIF_IFD, DATETIME_ORIGINAL, OFFSET_TIME_ORIGINAL = 0x0112, 0x8769, 0x9003, 0x9011
 #: ICC tags that describe the device (manufacturer, model) or carry free metadata.
@@ -273,8 +274,8 @@ def convert_photo(
         orientation = 1
     acquired = _exif_datetime(image) if options.exif_datetime else ""
     icc = sanitize_icc(image.info.get("icc_profile") or b"")
-    source_lossy = is_jpeg or data[4:8] == b"ftyp" or "jpeg" in str(
-        image.info.get("compression", "")
+    source_lossy = (
+        is_jpeg or data[4:8] == b"ftyp" or "jpeg" in str(image.info.get("compression", ""))
     )
     series = series_uid(context, "photo", VL_PHOTOGRAPHIC)
     sop = derived_uid("photo", series, digest, repr(options))

@@ -108,9 +108,10 @@ def remux(source: Path, target: Path) -> int:
     """Copy the first video stream into a clean MP4 (no metadata, no SEI, no audio); return
     the number of frames."""
     frames = 0
-    with av.open(str(source)) as inp, av.open(
-        str(target), "w", format="mp4", options=MUX_OPTIONS
-    ) as out:
+    with (
+        av.open(str(source)) as inp,
+        av.open(str(target), "w", format="mp4", options=MUX_OPTIONS) as out,
+    ):
         stream = inp.streams.video[0]
         ost = out.add_stream_from_template(stream)
         ost.metadata.clear()
