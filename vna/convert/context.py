@@ -210,10 +210,11 @@ def body_part_code(text: str) -> tuple[str, str, str, str]:
     """
     value = text.strip()
     if value.count(":") >= 2:
-        scheme, code, meaning = value.split(":", 2)
+        scheme, code, meaning = (part.strip() for part in value.split(":", 2))
         if not (scheme and code and meaning):
             raise ConversionError(f"body part code {text!r} must be SCHEME:CODE:MEANING")
-        return "", code.strip(), scheme.strip(), meaning.strip()
+        known = [k for k, (c, _m) in BODY_PARTS.items() if scheme == "SCT" and c == code]
+        return (known[0] if known else ""), code, scheme, meaning
     key = value.upper().replace(" ", "")
     if key not in BODY_PARTS:
         raise ConversionError(

@@ -84,10 +84,10 @@ def objects_from_bulk(
     """
     if not isinstance(metadata, dict):
         raise InvalidObject("the metadata must be one DICOM JSON object")
+    context = context_from_metadata(metadata)
     uris = _bulk_uris(metadata)
     if not uris:
         raise InvalidObject("the metadata has no BulkDataURI naming the part to convert")
-    context = context_from_metadata(metadata)
     out_dir.mkdir(parents=True, exist_ok=True)
     created: list[Path] = []
     for number, uri in enumerate(uris, start=1):
@@ -156,7 +156,8 @@ def _bulk_uris(obj: dict[str, Any]) -> list[str]:
         uri = value.get("BulkDataURI")
         if isinstance(uri, str) and uri:
             found.append(uri)
-        for item in value.get("Value") or []:
+        items = value.get("Value")
+        for item in items if isinstance(items, list) else []:
             if isinstance(item, dict):
                 found += _bulk_uris(item)
     return list(dict.fromkeys(found))
