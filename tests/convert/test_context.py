@@ -20,9 +20,9 @@ from vna.errors import ConversionError, MissingContext
 def test_checked_normalises_and_refuses_bad_values() -> None:
     checked = Context(
         patient_id=" P1 ", birth_date="1970-01-02", sex="female", study_time="10:15"
-    ).checked(today=dt.date(2024, 3, 4))
+    ).checked(now=dt.datetime(2024, 3, 4, 5, 6, 7))
     assert (checked.patient_id, checked.birth_date, checked.sex) == ("P1", "19700102", "F")
-    assert checked.study_date == "20240304"  # no accession, no date: today's case
+    assert checked.study_date == "20240304"  # no date given: the batch's day
     assert checked.study_time == "1015"
     with pytest.raises(MissingContext):
         Context(patient_name="Doe^Jane").checked()

@@ -19,8 +19,6 @@ import pytest
 GENERAL_AUDIO = "1.2.840.10008.5.1.4.1.1.9.4.2"
 BASIC_VOICE = "1.2.840.10008.5.1.4.1.1.9.4.1"
 ACCEPTED_WARNINGS = [
-    # a DICOMDIR needs Study Date/Time/ID: absent when the user gives no date or accession
-    re.compile(r"would be needed to build DICOMDIR - (Study Date|Study Time|Study ID)"),
     # Laterality (Type 2C) sent empty for a paired body part whose side the user did not give
     re.compile(r"is only permitted to be empty when actually unknown.*<Laterality>"),
 ]

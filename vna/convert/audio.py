@@ -9,7 +9,6 @@ reach the object.
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import av
@@ -109,12 +108,11 @@ def convert_audio(
         transfer_syntax=EXPLICIT_VR_LE,
         instance_number=instance_number,
     )
-    # Waveform Identification (C.10.8): Type 1 dates; the user's study date/time, or the
-    # moment of conversion (a recording's own dates are device metadata).
-    now = dt.datetime.now()
-    ds.ContentDate = context.study_date or now.strftime("%Y%m%d")
-    ds.ContentTime = context.study_time or now.strftime("%H%M%S")
-    ds.AcquisitionDateTime = ds.ContentDate + ds.ContentTime
+    # Waveform Identification (C.10.8): Type 1 dates; the study's (a recording's own dates
+    # are device metadata).
+    ds.ContentDate = context.study_date
+    ds.ContentTime = context.study_time
+    ds.AcquisitionDateTime = context.study_date + context.study_time
     ds.AcquisitionContextSequence = DicomSequence()  # Acquisition Context (C.7.6.14)
     ds.WaveformSequence = DicomSequence([_multiplex_group(samples, rate, source)])
     if warnings is not None and rate == MAX_RATE:

@@ -7,8 +7,9 @@ case are numbered in the batch's order (Instance Number), DICOM files simply lea
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vna.convert.common import Options
@@ -23,13 +24,21 @@ class ConversionPlan:
     defaults: Context = field(default_factory=Context)
     manifest: Manifest | None = None
     options: Options = field(default_factory=Options)
+    #: The batch's start: the study date and time of cases that give none.
+    started: dt.datetime = field(default_factory=dt.datetime.now)
 
     def context_for(self, path: Path) -> Context:
-        """The context of one file: its manifest row over the defaults."""
-        if self.manifest is None:
-            return self.defaults
-        row = self.manifest.row_for(path)
-        return self.defaults.merged(row) if row else self.defaults
+        """The context of one file: its manifest row over the defaults, with the batch's
+        start as study date/time where none is given (checked later, per file)."""
+        context = self.defaults
+        if self.manifest is not None:
+            row = self.manifest.row_for(path)
+            context = context.merged(row) if row else context
+        return replace(
+            context,
+            study_date=context.study_date or self.started.strftime("%Y%m%d"),
+            study_time=context.study_time or self.started.strftime("%H%M%S"),
+        )
 
     def numbered(self, files: Iterable[Path]) -> list[tuple[Path, int]]:
         """Each file with its Instance Number: 1, 2, 3… within its case."""

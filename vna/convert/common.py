@@ -135,7 +135,9 @@ def base_dataset(
     ds.StudyDate = context.study_date
     ds.StudyTime = context.study_time
     ds.ReferringPhysicianName = context.referring_physician
-    ds.StudyID = context.accession
+    # Study ID (Type 2 here, Type 1 in a DICOMDIR): the accession number, else the end of
+    # the study's UID, which is as stable as the case.
+    ds.StudyID = context.accession or str(ds.StudyInstanceUID).replace(".", "")[-16:]
     ds.AccessionNumber = context.accession
     if context.study_description:
         ds.StudyDescription = context.study_description

@@ -127,11 +127,12 @@ class Context:
                 changes[name] = str(value).strip()
         return replace(self, **changes)
 
-    def checked(self, today: dt.date | None = None) -> Context:
+    def checked(self, now: dt.datetime | None = None) -> Context:
         """The context normalised to DICOM forms, ready for conversion.
 
-        Without an accession number or a study date, the study date is today's, so that one
-        day's files of a patient form one case.
+        A study date and time not given are those of ``now`` (the start of the batch): a
+        DICOMDIR needs both (PS3.3 F.5.2), and without an accession number one day's files of
+        a patient form one case.
 
         Raises:
             MissingContext: no patient ID.
@@ -142,9 +143,9 @@ class Context:
                 "no patient context: give --patient-id (and the rest of the patient's "
                 "identity) or a manifest row for this file"
             )
-        study_date = _date(self.study_date, "study date")
-        if not study_date and not self.accession and not self.study_uid:
-            study_date = (today or dt.date.today()).strftime("%Y%m%d")
+        moment = now or dt.datetime.now()
+        study_date = _date(self.study_date, "study date") or moment.strftime("%Y%m%d")
+        study_time = _time(self.study_time) or moment.strftime("%H%M%S")
         device = self.device_type.strip().lower()
         if device and device not in DEVICE_TYPES:
             raise ConversionError(
@@ -168,7 +169,7 @@ class Context:
             accession=_limit(self.accession.strip(), 16, "accession number"),
             study_description=_limit(self.study_description.strip(), 64, "study description"),
             study_date=study_date,
-            study_time=_time(self.study_time),
+            study_time=study_time,
             study_uid=_uid(self.study_uid),
             laterality=LATERALITIES.get(laterality, ""),
             referring_physician=_limit(self.referring_physician.strip(), 324, "physician"),

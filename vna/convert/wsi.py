@@ -60,7 +60,7 @@ def _metadata(context: Context, series: UID, slide_id: str) -> WsiDicomizerMetad
     return WsiDicomizerMetadata(
         study=Study(
             uid=study_uid(context),
-            identifier=context.accession or None,
+            identifier=context.accession or str(study_uid(context)).replace(".", "")[-16:],
             date=date(context.study_date),
             time=time,
             accession_number=context.accession or None,
@@ -84,14 +84,13 @@ def _metadata(context: Context, series: UID, slide_id: str) -> WsiDicomizerMetad
 
 def _post_processor(context: Context) -> Callable[[Dataset, object], Dataset]:
     """Attributes wsidicom's model has no place for: issuer, character set, department; the
-    dates are the user's study date and time when given (not the scanner's, not now)."""
+    content dates are the study's (not the scanner's, not the conversion's)."""
 
     def process(ds: Dataset, _metadata: object) -> Dataset:
         ds.SpecificCharacterSet = "ISO_IR 192"
-        if context.study_date and context.study_time:
-            ds.ContentDate = context.study_date
-            ds.ContentTime = context.study_time
-            ds.AcquisitionDateTime = context.study_date + context.study_time
+        ds.ContentDate = context.study_date
+        ds.ContentTime = context.study_time
+        ds.AcquisitionDateTime = context.study_date + context.study_time
         if context.issuer:
             ds.IssuerOfPatientID = context.issuer
         if context.department:
