@@ -28,8 +28,13 @@ from vna.convert import Context, convert_file  # noqa: E402
 
 CACHE = ROOT / ".bench" / "convert"
 CONTEXT = Context(
-    patient_id="BENCH", patient_name="Bench^Mark", accession="B1", study_date="20240101",
-    study_time="120000", body_part="skin", laterality="L",
+    patient_id="BENCH",
+    patient_name="Bench^Mark",
+    accession="B1",
+    study_date="20240101",
+    study_time="120000",
+    body_part="skin",
+    laterality="L",
 )
 
 
@@ -62,28 +67,46 @@ def photos(count: int) -> None:
                 convert_file(path, CONTEXT, Path(out))
             elapsed = time.perf_counter() - start
         size = sum(p.stat().st_size for p in files) / 1e6
-        print(f"photos  {label:<26} {len(files) / elapsed:7.1f} photos/s  "
-              f"{size / elapsed:7.1f} MB/s  ({len(files)} files, {size:.0f} MB)")
+        print(
+            f"photos  {label:<26} {len(files) / elapsed:7.1f} photos/s  "
+            f"{size / elapsed:7.1f} MB/s  ({len(files)} files, {size:.0f} MB)"
+        )
 
 
 def video(seconds: int) -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     clip = CACHE / f"clip-1080p-{seconds}s.mp4"
     if not clip.exists():
-        planted_video(clip, width=1920, height=1080, frames=30 * seconds, rate=30,
-                      options={"preset": "ultrafast", "crf": "12"})
+        planted_video(
+            clip,
+            width=1920,
+            height=1080,
+            frames=30 * seconds,
+            rate=30,
+            options={"preset": "ultrafast", "crf": "4"},
+        )
     size = clip.stat().st_size / 1e6
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         convert_file(clip, CONTEXT, Path(out))
         elapsed = time.perf_counter() - start
-    print(f"video   H.264 1080p30 remux            {size / elapsed:7.1f} MB/s  "
-          f"({size:.0f} MB, {30 * seconds} frames, {elapsed:.2f} s)")
+    print(
+        f"video   H.264 1080p30 remux            {size / elapsed:7.1f} MB/s  "
+        f"({size:.0f} MB, {30 * seconds} frames, {elapsed:.2f} s)"
+    )
     vp9 = CACHE / "clip-720p-vp9.webm"
     frames = 60
     if not vp9.exists():
-        planted_video(vp9, codec="libvpx-vp9", width=1280, height=720, frames=frames,
-                      rate=30, audio=False, options={"deadline": "realtime", "cpu-used": "8"})
+        planted_video(
+            vp9,
+            codec="libvpx-vp9",
+            width=1280,
+            height=720,
+            frames=frames,
+            rate=30,
+            audio=False,
+            options={"deadline": "realtime", "cpu-used": "8"},
+        )
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         convert_file(vp9, CONTEXT, Path(out))
@@ -103,8 +126,10 @@ def slide(size: int) -> None:
     if not path.exists():
         start = time.perf_counter()
         write_svs(path, width=size, height=size, levels=3)
-        print(f"slide   wrote {path.name} ({path.stat().st_size / 1e6:.0f} MB) "
-              f"in {time.perf_counter() - start:.1f} s")
+        print(
+            f"slide   wrote {path.name} ({path.stat().st_size / 1e6:.0f} MB) "
+            f"in {time.perf_counter() - start:.1f} s"
+        )
     out = CACHE / "slide-out"
     shutil.rmtree(out, ignore_errors=True)
     context = mp.get_context("spawn")
@@ -114,16 +139,18 @@ def slide(size: int) -> None:
     elapsed, rss, count = queue.get()
     child.join()
     written = sum(p.stat().st_size for p in out.glob("*.dcm")) / 1e6
-    print(f"slide   {size}×{size} SVS → {count} WSI instances: {elapsed:.1f} s, "
-          f"{written / elapsed:.0f} MB/s, peak RSS {rss:.0f} MB "
-          f"(source {path.stat().st_size / 1e6:.0f} MB)")
+    print(
+        f"slide   {size}×{size} SVS → {count} WSI instances: {elapsed:.1f} s, "
+        f"{written / elapsed:.0f} MB/s, peak RSS {rss:.0f} MB "
+        f"(source {path.stat().st_size / 1e6:.0f} MB)"
+    )
     shutil.rmtree(out, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--photos", type=int, default=40)
-    parser.add_argument("--video-seconds", type=int, default=20)
+    parser.add_argument("--video-seconds", type=int, default=60)
     parser.add_argument("--slide", type=int, default=50000)
     args = parser.parse_args()
     photos(args.photos)

@@ -25,7 +25,14 @@ from pydicom.fileset import FileSet
 
 from vna.archive import Archive
 from vna.config import Settings
-from vna.convert import EXTENSIONS, WSI, classify, convert_file, is_slide
+from vna.convert import (
+    EXTENSIONS,
+    WSI,
+    classify,
+    convert_file,
+    is_slide,
+    without_slide_companions,
+)
 from vna.convert.batch import ConversionPlan
 from vna.convert.common import ProgressFn
 from vna.errors import VnaError
@@ -231,6 +238,8 @@ def run_import(
     """
     summary = ImportSummary()
     files = list(expand(paths, summary, [archive.settings.data_dir]))
+    if plan is not None:
+        files = without_slide_companions(files)
     items = plan.numbered(files) if plan is not None else [(p, 1) for p in files]
     slides = [item for item in items if plan is not None and _is_slide_file(item[0])]
     items = [item for item in items if item not in slides]

@@ -84,10 +84,12 @@ def test_import_without_patient_context_rejects_media(local_settings, tmp_path: 
 def test_import_with_a_manifest_maps_files_to_cases(local_settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     planted_jpeg(tmp_path / "a.jpg")
     planted_png(tmp_path / "b.png")
+    write_svs(tmp_path / "c.svs", width=1024, height=768, levels=1)
     (tmp_path / "cases.csv").write_text(
         "file,patient_id,patient_name,accession,body_part,laterality\n"
         "a.jpg,M-1,Doe^Jane,ACC-A,foot,L\n"
         "b.png,M-2,Roe^Rick,ACC-B,face,\n"
+        "c.svs,M-2,Roe^Rick,ACC-B,,\n"
     )
     result = run_vna(
         "import",
@@ -99,7 +101,7 @@ def test_import_with_a_manifest_maps_files_to_cases(local_settings, tmp_path: Pa
         settings=local_settings,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert json.loads(result.stdout)["converted"] == 2
+    assert json.loads(result.stdout)["converted"] == 3
     found = run_vna(
         "find",
         "-k",
@@ -112,6 +114,8 @@ def test_import_with_a_manifest_maps_files_to_cases(local_settings, tmp_path: Pa
     studies = json.loads(found.stdout)
     assert sorted(s["00100020"]["Value"][0] for s in studies) == ["M-1", "M-2"]
     assert sorted(s["00080050"]["Value"][0] for s in studies) == ["ACC-A", "ACC-B"]
+    slide_study = next(s for s in studies if s["00100020"]["Value"] == ["M-2"])
+    assert set(slide_study["00080061"]["Value"]) == {"XC", "SM"}
 
 
 def test_convert_writes_files_and_reports_failures(tmp_path: Path) -> None:

@@ -200,8 +200,9 @@ def planted_video(
             stream.codec_context.options = options
         stream.metadata["handler_name"] = "PLANTED-HANDLER"
         sound = out.add_stream("aac", rate=44100, layout="mono") if audio else None
+        picture = image_array(width, height, seed=1)
         for i in range(frames):
-            rgb = np.roll(image_array(width, height, seed=1), i * 4, axis=1)
+            rgb = np.roll(picture, i * 4, axis=1)
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = i
             for packet in stream.encode(frame):

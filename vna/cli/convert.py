@@ -23,7 +23,7 @@ from rich.progress import (
 )
 
 from vna.cli.base import app, console, err_console, fail, settings_from_cli
-from vna.convert import classify, convert_file, load_manifest
+from vna.convert import classify, convert_file, load_manifest, without_slide_companions
 from vna.convert.batch import ConversionPlan
 from vna.convert.common import Options, ProgressFn
 from vna.convert.context import Context
@@ -180,9 +180,26 @@ def with_conversion_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def slide_tasks(bar: Progress) -> Callable[[Path], ProgressFn]:
+    """``start(path)`` adds a slide's task to ``bar`` and returns its progress callback."""
+
+    def start(path: Path) -> ProgressFn:
+        task = bar.add_task(f"slide {path.name}", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+            if done >= total:
+                bar.remove_task(task)
+
+        return update
+
+    return start
+
+
 @contextmanager
 def slide_progress() -> Iterator[Callable[[Path], ProgressFn]]:
-    """A byte progress bar per slide: ``start(path)`` returns the callback for one slide."""
+    """A byte progress bar per slide (rich allows one live display: `vna import` adds the
+    slides' tasks to its own bar with :func:`slide_tasks` instead)."""
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -192,16 +209,7 @@ def slide_progress() -> Iterator[Callable[[Path], ProgressFn]]:
         console=err_console,
         transient=True,
     ) as bar:
-
-        def start(path: Path) -> ProgressFn:
-            task = bar.add_task(f"slide {path.name}", total=None)
-
-            def update(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
-            return update
-
-        yield start
+        yield slide_tasks(bar)
 
 
 @app.command("convert")
@@ -228,6 +236,7 @@ def convert_command(
     written: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     files = [f for f in iter_files(sources) if not f.resolve().is_relative_to(out.resolve())]
+    files = without_slide_companions(files)
     with slide_progress() as start:
         for path, number in plan.numbered(files):
             try:

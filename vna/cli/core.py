@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from vna import dicomjson
 from vna.cli.base import DataDir, app, console, err_console, fail, open_archive, settings_from_cli
-from vna.cli.convert import slide_progress, with_conversion_options
+from vna.cli.convert import slide_tasks, with_conversion_options
 from vna.config import setting_docs
 from vna.convert.batch import ConversionPlan
 from vna.errors import BadRequest, NotFound
@@ -101,8 +101,9 @@ def import_command(
     for path in paths:
         if not path.exists():
             fail(f"{path}: no such file or folder", 2)
-    with open_archive(data_dir) as archive, slide_progress() as on_slide, _progress() as progress:
+    with open_archive(data_dir) as archive, _progress() as progress:
         task = progress.add_task("importing", total=None)
+        on_slide = slide_tasks(progress)
 
         def tick(outcome: FileOutcome) -> None:
             progress.advance(task)

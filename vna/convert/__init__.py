@@ -23,7 +23,9 @@ EXTENSIONS = {
     **dict.fromkeys((".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm"), VIDEO),
     **dict.fromkeys((".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg"), AUDIO),
     ".pdf": PDF,
-    **dict.fromkeys((".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif", ".czi"), WSI),
+    **dict.fromkeys(
+        (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".czi", ".svslide"), WSI
+    ),
 }
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -73,8 +75,8 @@ def _kind_of(path: Path, head: bytes) -> str | None:
         or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xF0 == 0xF0)
     ):
         return _probe_streams(path)
-    if is_slide(path):
-        return WSI
+    if EXTENSIONS.get(path.suffix.lower()) == WSI and is_slide(path):
+        return WSI  # MIRAX, VMS and other formats only OpenSlide knows, by their extension
     return None
 
 
@@ -109,6 +111,15 @@ def is_slide(path: Path) -> bool:
     except Exception:
         return False
     return vendor is not None and vendor != "dicom"
+
+
+def without_slide_companions(files: list[Path]) -> list[Path]:
+    """The files minus the data files of MIRAX slides in the list (the folder named after a
+    ``.mrxs`` file beside it belongs to that slide, which OpenSlide reads as one)."""
+    folders = [f.with_suffix("").resolve() for f in files if f.suffix.lower() == ".mrxs"]
+    if not folders:
+        return files
+    return [f for f in files if not any(f.resolve().is_relative_to(d) for d in folders)]
 
 
 def source_digest(path: Path, kind: str) -> str:
@@ -185,4 +196,5 @@ __all__ = [
     "classify",
     "convert_file",
     "load_manifest",
+    "without_slide_companions",
 ]
