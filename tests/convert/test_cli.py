@@ -77,8 +77,7 @@ def test_import_without_patient_context_rejects_media(local_settings, tmp_path: 
     photo = planted_png(tmp_path / "photo.png")
     result = run_vna("import", str(photo), settings=local_settings)
     assert result.returncode == 1
-    text = result.stdout.replace("\n", "")
-    assert "photo.png" in text and "no patient context" in text
+    assert "photo.png: no patient context" in result.stdout
 
 
 def test_import_with_a_manifest_maps_files_to_cases(local_settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

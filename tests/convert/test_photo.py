@@ -198,7 +198,12 @@ def test_tiff_and_heic_photos(tmp_path: Path) -> None:
     tiff_ds = pydicom.dcmread(outs[0])
     assert np.array_equal(tiff_ds.pixel_array, image_array())
     assert tiff_ds.LossyImageCompression == "00"
-    assert pydicom.dcmread(outs[1]).LossyImageCompression == "01"
+    heic_ds = pydicom.dcmread(outs[1])
+    assert heic_ds.LossyImageCompression == "01"
+    import pillow_heif
+
+    expected = np.asarray(pillow_heif.open_heif(heic).to_pillow().convert("RGB"))
+    assert np.array_equal(heic_ds.pixel_array, expected)  # lossless from the decoded HEIC
 
 
 def test_jpeg_transcode_on_request(tmp_path: Path) -> None:

@@ -95,3 +95,23 @@ def test_slide_nothing_reads_is_refused(tmp_path: Path) -> None:
     broken.write_bytes(write_svs(tmp_path / "ok.svs").read_bytes()[:5000])
     with pytest.raises(ConversionError):
         convert_file(broken, CONTEXT, tmp_path / "out")
+
+
+def test_ome_tiff_pyramid(tmp_path: Path) -> None:
+    import tifffile
+
+    source = tmp_path / "slide.ome.tiff"
+    pixels = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    options = {"tile": (256, 256), "compression": "jpeg", "photometric": "rgb"}
+    with tifffile.TiffWriter(source, bigtiff=True) as tif:
+        tif.write(
+            pixels,
+            subifds=1,
+            metadata={"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5},
+            **options,
+        )
+        tif.write(pixels[::2, ::2], subfiletype=1, **options)
+    assert classify(source)[0] == "wsi"
+    outs = convert_file(source, CONTEXT, tmp_path / "out")
+    assert image_types(outs) == ["VOLUME", "VOLUME"]
+    assert_valid(outs)
