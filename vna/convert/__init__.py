@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from vna.convert.common import Options, ProgressFn, content_digest
+from vna.convert.common import Job, Options, ProgressFn, content_digest
 from vna.convert.context import Context, Manifest, load_manifest
 from vna.errors import ConversionError, UnsupportedMedia
 
@@ -161,29 +161,36 @@ def convert_file(
         notes.extend(found)
     if kind is None:
         raise UnsupportedMedia("not a photo, video, sound recording, PDF or slide")
-    checked = context.checked()
-    digest = source_digest(path, kind)
-    common = {"digest": digest, "instance_number": instance_number, "warnings": notes}
+    job = Job(
+        path=path,
+        context=context.checked(),
+        out_dir=out_dir,
+        options=options,
+        digest=source_digest(path, kind),
+        instance_number=instance_number,
+        warnings=notes,
+        progress=progress,
+    )
     if kind == PHOTO:
         from vna.convert.photo import convert_photo
 
-        return convert_photo(path, checked, out_dir, options, **common)  # type: ignore[arg-type]
+        return convert_photo(job)
     if kind == VIDEO:
         from vna.convert.video import convert_video
 
-        return convert_video(path, checked, out_dir, options, **common)  # type: ignore[arg-type]
+        return convert_video(job)
     if kind == AUDIO:
         from vna.convert.audio import convert_audio
 
-        return convert_audio(path, checked, out_dir, options, **common)  # type: ignore[arg-type]
+        return convert_audio(job)
     if kind == PDF:
         from vna.convert.pdf import convert_pdf
 
-        return convert_pdf(path, checked, out_dir, options, **common)  # type: ignore[arg-type]
+        return convert_pdf(job)
     if kind == WSI:
         from vna.convert.wsi import convert_slide
 
-        return convert_slide(path, checked, out_dir, options, progress=progress, **common)  # type: ignore[arg-type]
+        return convert_slide(job)
     raise UnsupportedMedia(f"unknown kind {kind!r}")
 
 

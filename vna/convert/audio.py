@@ -16,16 +16,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
-from vna.convert.common import (
-    Options,
-    base_dataset,
-    code_item,
-    derived_uid,
-    output_path,
-    series_uid,
-    write_part10,
-)
-from vna.convert.context import Context
+from vna.convert.common import Job, code_item, output_path, write_part10
 from vna.errors import ConversionError
 
 GENERAL_AUDIO = "1.2.840.10008.5.1.4.1.1.9.4.2"
@@ -77,37 +68,20 @@ def decode(path: Path) -> tuple[np.ndarray, int]:
     return samples.astype("<i2").reshape(-1, channels), rate
 
 
-def convert_audio(
-    path: Path,
-    context: Context,
-    out_dir: Path,
-    options: Options,
-    *,
-    digest: str,
-    instance_number: int = 1,
-    warnings: list[str] | None = None,
-) -> list[Path]:
+def convert_audio(job: Job) -> list[Path]:
     """Convert one recording into one General Audio Waveform object.
 
     Raises:
         ConversionError: unreadable or empty.
     """
-    samples, rate = decode(path)
-    source = SOURCES.get(options.audio_source)
+    samples, rate = decode(job.path)
+    source = SOURCES.get(job.options.audio_source)
     if source is None:
         raise ConversionError(
-            f"unknown audio source {options.audio_source!r}; one of {', '.join(SOURCES)}"
+            f"unknown audio source {job.options.audio_source!r}; one of {', '.join(SOURCES)}"
         )
-    series = series_uid(context, "audio", GENERAL_AUDIO)
-    sop = derived_uid("audio", series, digest, options.audio_source)
-    ds = base_dataset(
-        context,
-        kind="audio",
-        sop_class=GENERAL_AUDIO,
-        sop_instance=sop,
-        transfer_syntax=EXPLICIT_VR_LE,
-        instance_number=instance_number,
-    )
+    context = job.context
+    ds = job.dataset("audio", GENERAL_AUDIO, EXPLICIT_VR_LE, job.options.audio_source)
     # Waveform Identification (C.10.8): Type 1 dates; the study's (a recording's own dates
     # are device metadata).
     ds.ContentDate = context.study_date
@@ -115,9 +89,9 @@ def convert_audio(
     ds.AcquisitionDateTime = context.study_date + context.study_time
     ds.AcquisitionContextSequence = DicomSequence()  # Acquisition Context (C.7.6.14)
     ds.WaveformSequence = DicomSequence([_multiplex_group(samples, rate, source)])
-    if warnings is not None and rate == MAX_RATE:
-        warnings.append(f"sampled at {rate} Hz (the IOD's limit)")
-    return [write_part10(ds, output_path(out_dir, ds))]
+    if rate == MAX_RATE:
+        job.warnings.append(f"sampled at {rate} Hz (the IOD's limit)")
+    return [write_part10(ds, output_path(job.out_dir, ds))]
 
 
 def _multiplex_group(samples: np.ndarray, rate: int, source: tuple[str, str]) -> Dataset:

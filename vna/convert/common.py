@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom import dcmwrite
@@ -49,6 +49,36 @@ class Options:
     keep_pdf_metadata: bool = False  # keep the PDF's Info dictionary and XMP
     wsi_workers: int = 2
     audio_source: str = "physiological"  # what the sound is (CID 3000)
+
+
+@dataclass
+class Job:
+    """One source to convert: where it is, whose it is, how, and where the objects go.
+
+    ``digest`` identifies the source's content; ``warnings`` collects notes for the user.
+    """
+
+    path: Path
+    context: Context  # checked (Context.checked)
+    out_dir: Path
+    options: Options
+    digest: str
+    instance_number: int = 1
+    warnings: list[str] = field(default_factory=list)
+    progress: ProgressFn | None = None
+
+    def dataset(self, kind: str, sop_class: str, transfer_syntax: str, *variant: str) -> Dataset:
+        """The identity modules of the object made from this source, its UIDs derived from
+        the case, the kind and the content (``variant``: the options that change the bytes)."""
+        series = series_uid(self.context, kind, sop_class)
+        return base_dataset(
+            self.context,
+            kind=kind,
+            sop_class=sop_class,
+            sop_instance=derived_uid(kind, series, self.digest, *variant),
+            transfer_syntax=transfer_syntax,
+            instance_number=self.instance_number,
+        )
 
 
 def derived_uid(*parts: str) -> UID:

@@ -17,14 +17,7 @@ import pikepdf
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
-from vna.convert.common import (
-    Options,
-    base_dataset,
-    derived_uid,
-    output_path,
-    series_uid,
-    write_part10,
-)
+from vna.convert.common import Job, output_path, write_part10
 from vna.convert.context import Context
 from vna.errors import ConversionError
 
@@ -66,39 +59,22 @@ def clean_pdf(source: Path, target: Path, keep_metadata: bool = False) -> int:
     return pages
 
 
-def convert_pdf(
-    path: Path,
-    context: Context,
-    out_dir: Path,
-    options: Options,
-    *,
-    digest: str,
-    instance_number: int = 1,
-    warnings: list[str] | None = None,
-) -> list[Path]:
+def convert_pdf(job: Job) -> list[Path]:
     """Convert one PDF into one Encapsulated PDF object.
 
     Raises:
         ConversionError: encrypted, corrupt, or too large for one attribute (4 GiB).
     """
-    series = series_uid(context, "pdf", ENCAPSULATED_PDF)
-    sop = derived_uid("pdf", series, digest, str(options.keep_pdf_metadata))
+    keep = job.options.keep_pdf_metadata
     with tempfile.TemporaryDirectory() as tmp:
         clean = Path(tmp) / "clean.pdf"
-        clean_pdf(path, clean, options.keep_pdf_metadata)
+        clean_pdf(job.path, clean, keep)
         document = clean.read_bytes()
-    if options.keep_pdf_metadata and warnings is not None:
-        warnings.append("the PDF's document information and XMP metadata were kept on request")
-    ds = base_dataset(
-        context,
-        kind="pdf",
-        sop_class=ENCAPSULATED_PDF,
-        sop_instance=sop,
-        transfer_syntax=EXPLICIT_VR_LE,
-        instance_number=instance_number,
-    )
-    _document_modules(ds, context, document)
-    return [write_part10(ds, output_path(out_dir, ds))]
+    if keep:
+        job.warnings.append("the PDF's document information and XMP metadata were kept on request")
+    ds = job.dataset("pdf", ENCAPSULATED_PDF, EXPLICIT_VR_LE, str(keep))
+    _document_modules(ds, job.context, document)
+    return [write_part10(ds, output_path(job.out_dir, ds))]
 
 
 def _document_modules(ds: Dataset, context: Context, document: bytes) -> None:

@@ -24,15 +24,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import JPEGBaseline8Bit, JPEGLSLossless
 
-from vna.convert.common import (
-    Options,
-    add_anatomy,
-    base_dataset,
-    derived_uid,
-    output_path,
-    series_uid,
-    write_part10,
-)
+from vna.convert.common import Job, add_anatomy, output_path, write_part10
 from vna.convert.context import Context
 from vna.errors import ConversionError
 
@@ -247,29 +239,18 @@ def _pixels(image: Image.Image) -> tuple[np.ndarray, str, list[str]]:
     return np.asarray(image.convert("RGB")), "RGB", warnings
 
 
-def convert_photo(
-    path: Path,
-    context: Context,
-    out_dir: Path,
-    options: Options,
-    *,
-    digest: str,
-    instance_number: int = 1,
-    warnings: list[str] | None = None,
-) -> list[Path]:
+def convert_photo(job: Job) -> list[Path]:
     """Convert one photo into one VL Photographic Image object; return its path.
 
     Raises:
         ConversionError: corrupt or unreadable image.
     """
-    notes = warnings if warnings is not None else []
-    data = path.read_bytes()
+    notes, options, context = job.warnings, job.options, job.context
+    data = job.path.read_bytes()
     is_jpeg = data[:3] == b"\xff\xd8\xff"
-    name = "JPEG" if is_jpeg else "image"
     jpeg = clean_jpeg(data) if is_jpeg else None
-    image = _open(data, name)
-    exif = image.getexif()
-    orientation = int(exif.get(EXIF_ORIENTATION, 1) or 1)
+    image = _open(data, "JPEG" if is_jpeg else "image")
+    orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
     if orientation not in range(1, 9):
         orientation = 1
     acquired = _exif_datetime(image) if options.exif_datetime else ""
@@ -277,8 +258,6 @@ def convert_photo(
     source_lossy = (
         is_jpeg or data[4:8] == b"ftyp" or "jpeg" in str(image.info.get("compression", ""))
     )
-    series = series_uid(context, "photo", VL_PHOTOGRAPHIC)
-    sop = derived_uid("photo", series, digest, repr(options))
     passthrough = (
         jpeg is not None
         and jpeg.passthrough
@@ -286,14 +265,8 @@ def convert_photo(
         and (orientation == 1 or options.orientation == "record")
     )
     syntax = JPEGBaseline8Bit if passthrough or options.jpeg_quality else JPEGLSLossless
-    ds = base_dataset(
-        context,
-        kind="photo",
-        sop_class=VL_PHOTOGRAPHIC,
-        sop_instance=sop,
-        transfer_syntax=syntax,
-        instance_number=instance_number,
-    )
+    variant = (options.orientation, str(options.jpeg_quality), str(options.exif_datetime))
+    ds = job.dataset("photo", VL_PHOTOGRAPHIC, syntax, *variant)
     _image_modules(ds, context, acquired)
     if orientation != 1:
         if options.orientation == "record":
@@ -334,9 +307,7 @@ def convert_photo(
             fragments = []
     if icc and ds.SamplesPerPixel == 3:
         ds.ICCProfile = icc  # ICC Profile module (C.11.15)
-    if fragments:
-        return [write_part10(ds, output_path(out_dir, ds), fragments)]
-    return [write_part10(ds, output_path(out_dir, ds))]
+    return [write_part10(ds, output_path(job.out_dir, ds), fragments)]
 
 
 def _encode_jpeg(array: np.ndarray, quality: int) -> JpegStream:

@@ -23,15 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
 
-from vna.convert.common import (
-    Options,
-    add_anatomy,
-    base_dataset,
-    derived_uid,
-    output_path,
-    series_uid,
-    write_part10,
-)
+from vna.convert.common import Job, add_anatomy, output_path, write_part10
 from vna.convert.context import Context
 from vna.errors import ConversionError
 
@@ -169,55 +161,37 @@ def transcode(source: Path, target: Path, info: VideoInfo) -> str:
     return syntax
 
 
-def convert_video(
-    path: Path,
-    context: Context,
-    out_dir: Path,
-    options: Options,
-    *,
-    digest: str,
-    instance_number: int = 1,
-    warnings: list[str] | None = None,
-) -> list[Path]:
+def convert_video(job: Job) -> list[Path]:
     """Convert one video into one Video Photographic (or Endoscopic/Microscopic) object.
 
     Raises:
         ConversionError: unreadable, no video stream, or too large for one DICOM item.
     """
-    notes = warnings if warnings is not None else []
-    info = probe(path)
-    sop_class = SOP_CLASS_BY_DEVICE.get(context.device_type, VIDEO_PHOTOGRAPHIC)
-    series = series_uid(context, "video", sop_class)
-    sop = derived_uid("video", series, digest)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.exists() else None) as tmp:
+    info = probe(job.path)
+    sop_class = SOP_CLASS_BY_DEVICE.get(job.context.device_type, VIDEO_PHOTOGRAPHIC)
+    job.out_dir.mkdir(parents=True, exist_ok=True)  # the clean MP4 is written beside
+    with tempfile.TemporaryDirectory(dir=job.out_dir, prefix=".video-") as tmp:
         clean = Path(tmp) / "clean.mp4"
         syntax = syntax_for_remux(info)
         try:
             if syntax is None:
                 encoded = Path(tmp) / "encoded.mp4"
-                syntax = transcode(path, encoded, info)
-                notes.append(
+                syntax = transcode(job.path, encoded, info)
+                job.warnings.append(
                     f"transcoded from {info.codec} {info.profile} {info.width}x{info.height} "
                     f"to H.264 High Profile"
                 )
                 frames = remux(encoded, clean)
                 info = probe(clean)
             else:
-                frames = remux(path, clean)
+                frames = remux(job.path, clean)
         except av.FFmpegError as exc:
             raise ConversionError(f"cannot read the video stream: {exc}") from exc
         if frames == 0:
             raise ConversionError("the video stream holds no frame")
-        ds = base_dataset(
-            context,
-            kind="video",
-            sop_class=sop_class,
-            sop_instance=sop,
-            transfer_syntax=syntax,
-            instance_number=instance_number,
-        )
-        _video_modules(ds, context, info, frames)
-        return [write_part10(ds, output_path(out_dir, ds), [clean])]
+        ds = job.dataset("video", sop_class, syntax)
+        _video_modules(ds, job.context, info, frames)
+        return [write_part10(ds, output_path(job.out_dir, ds), [clean])]
 
 
 def _video_modules(ds: Dataset, context: Context, info: VideoInfo, frames: int) -> None:

@@ -29,7 +29,7 @@ from wsidicomizer.metadata import WsiDicomizerMetadata
 
 from vna.convert.common import (
     SERIES_NUMBERS,
-    Options,
+    Job,
     ProgressFn,
     derived_uid,
     series_uid,
@@ -125,37 +125,29 @@ def _watch(folder: Path, total: int, progress: ProgressFn | None) -> Iterator[No
         progress(total, total)
 
 
-def convert_slide(
-    path: Path,
-    context: Context,
-    out_dir: Path,
-    options: Options,
-    *,
-    digest: str,
-    instance_number: int = 1,
-    warnings: list[str] | None = None,
-    progress: ProgressFn | None = None,
-) -> list[Path]:
+def convert_slide(job: Job) -> list[Path]:
     """Convert one slide into its VL Whole Slide Microscopy instances (one per pyramid
     level, plus label/overview/thumbnail when included); return their paths.
 
     Raises:
         ConversionError: no reader supports the file, or it is corrupt.
     """
+    context, options, digest = job.context, job.options, job.digest
     series = series_uid(context, f"wsi:{digest}", VL_WSI)
     counter = itertools.count(1)
 
     def uids() -> UID:
         return derived_uid("wsi", series, digest, str(next(counter)))
 
-    slide_id = context.accession + f"-{instance_number}" if context.accession else f"S{digest[:12]}"
-    work = out_dir / f".wsi-{digest[:16]}"
+    number = job.instance_number
+    slide_id = f"{context.accession}-{number}" if context.accession else f"S{digest[:12]}"
+    work = job.out_dir / f".wsi-{digest[:16]}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        with _watch(work, path.stat().st_size, progress):
+        with _watch(work, job.path.stat().st_size, job.progress):
             created = WsiDicomizer.convert(
-                path,
+                job.path,
                 work,
                 metadata=_metadata(context, series, slide_id),
                 uid_generator=uids,
@@ -168,7 +160,7 @@ def convert_slide(
             )
         results = []
         for name in created:
-            target = out_dir / Path(name).name
+            target = job.out_dir / Path(name).name
             Path(name).replace(target)
             results.append(target)
     except NotImplementedError as exc:
@@ -179,16 +171,15 @@ def convert_slide(
         shutil.rmtree(work, ignore_errors=True)
     if not results:
         raise ConversionError("the slide produced no image")
-    if warnings is not None:
-        left_out = [
-            name
-            for name, included in (
-                ("label", options.include_label),
-                ("overview", options.include_overview),
-                ("thumbnail", options.include_thumbnail),
-            )
-            if not included
-        ]
-        if left_out:
-            warnings.append(f"slide {', '.join(left_out)} image(s) left out")
+    left_out = [
+        name
+        for name, included in (
+            ("label", options.include_label),
+            ("overview", options.include_overview),
+            ("thumbnail", options.include_thumbnail),
+        )
+        if not included
+    ]
+    if left_out:
+        job.warnings.append(f"slide {', '.join(left_out)} image(s) left out")
     return sorted(results)
