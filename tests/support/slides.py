@@ -103,18 +103,13 @@ def write_svs(
                 description=f"{APERIO}\r\n{width}x{height} -> {w}x{h}" + info,
                 **common,
             )
-        tif.write(
-            _planted_image(label_text, 96, 64),
-            subfiletype=1,
-            photometric="rgb",
-            metadata=None,
-            description=f"{APERIO}\r\nlabel 96x64\r\n{info}",
-        )
-        tif.write(
-            _planted_image(macro_text, 192, 64),
-            subfiletype=9,
-            photometric="rgb",
-            metadata=None,
-            description=f"{APERIO}\r\nmacro 192x64\r\n{info}",
-        )
+        # label (subfile type 1) and macro (9), uncompressed so their bytes stay readable
+        for name, text, kind, w in (("label", label_text, 1, 96), ("macro", macro_text, 9, 192)):
+            tif.write(
+                _planted_image(text, w, 64),
+                subfiletype=kind,
+                photometric="rgb",
+                metadata=None,
+                description=f"{APERIO}\r\n{name} {w}x64\r\n{info}",
+            )
     return path

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from vna.convert.common import Job, Options, ProgressFn, content_digest
+from vna.convert.common import Job, Options, ProgressFn
 from vna.convert.context import Context, Manifest, load_manifest
 from vna.errors import ConversionError, UnsupportedMedia
+from vna.ingest import file_sha256
 
 PHOTO, VIDEO, AUDIO, PDF, WSI = "photo", "video", "audio", "pdf", "wsi"
 KINDS = (PHOTO, VIDEO, AUDIO, PDF, WSI)
@@ -126,7 +127,7 @@ def source_digest(path: Path, kind: str) -> str:
     """What identifies a source: its SHA-256, or for a slide (gigabytes) its size with the
     hash of its first and last MiB."""
     if kind != WSI:
-        return content_digest(path)
+        return file_sha256(path)[0]
     size = path.stat().st_size
     digest = hashlib.sha256(str(size).encode())
     with path.open("rb") as fp:

@@ -8,7 +8,6 @@ time-dependent is written, the same bytes: a second import is a duplicate, not a
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ SERIES_NUMBERS = {"photo": 1, "video": 2, "audio": 3, "pdf": 4, "wsi": 10}
 MODALITY_BY_DEVICE = {"endoscope": "ES", "microscope": "GM"}
 #: Largest value of one item or element: a 32-bit length, even (PS3.5 7.1.1).
 MAX_ITEM = 0xFFFFFFFE
-CHUNK = 1024 * 1024
+CHUNK = 1024 * 1024  # copy unit of video fragments
 ProgressFn = Callable[[int, int], None]
 
 
@@ -105,15 +104,6 @@ def series_uid(context: Context, kind: str, sop_class: str) -> UID:
         context.operator,
         context.series_description,
     )
-
-
-def content_digest(path: Path) -> str:
-    """SHA-256 of a file (read in chunks): the identity of a source."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fp:
-        while chunk := fp.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def modality_for(kind: str, context: Context) -> str:
