@@ -192,8 +192,6 @@ def _convert_and_ingest(
             results.append(ingest_spooled(archive, obj, sha, size, source=f"convert:{kind}"))
     duplicates = all(r.status == DUPLICATE for r in results)
     warnings = list(dict.fromkeys([*notes, *(w for r in results for w in r.warnings)]))
-    if duplicates:
-        warnings = [w for w in warnings if w != "already stored with identical content"]
     return FileOutcome(
         str(path),
         DUPLICATE_OUTCOME if duplicates else STORED,

@@ -240,3 +240,15 @@ def test_content_wins_over_a_misleading_extension(tmp_path: Path) -> None:
     Path(png_named_jpg).rename(tmp_path / "really-png.pdf")
     kind, notes = classify(tmp_path / "really-png.pdf")
     assert kind == "photo" and "says pdf" in notes[0]
+
+
+@pytest.mark.parametrize(
+    "body_part", ["", "SCT:7569003:Finger", "SCT:818981001:Abdomen", "colon", "face"]
+)
+def test_anatomy_without_laterality_validates(tmp_path: Path, body_part: str) -> None:
+    context = Context(patient_id="P", accession="A", body_part=body_part, device_type="endoscope")
+    [out] = convert_file(planted_png(tmp_path / "p.png"), context, tmp_path / "out")
+    assert_valid([out])
+    ds = pydicom.dcmread(out, stop_before_pixels=True)
+    assert ds.Modality == "XC"  # VL Photographic is XC whatever took it
+    assert len(ds.AnatomicRegionSequence) == 1

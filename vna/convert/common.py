@@ -114,7 +114,9 @@ def modality_for(kind: str, context: Context) -> str:
         return "DOC"
     if kind == "wsi":
         return "SM"
-    return MODALITY_BY_DEVICE.get(context.device_type, "XC")
+    if kind == "video":  # Video Endoscopic / Microscopic (A.32.5, A.32.6)
+        return MODALITY_BY_DEVICE.get(context.device_type, "XC")
+    return "XC"  # VL Photographic (A.32.4) and Video Photographic
 
 
 def base_dataset(
@@ -191,8 +193,10 @@ def add_anatomy(ds: Dataset, context: Context, *, required: bool) -> None:
         return
     if term and term not in CODE_ONLY:
         ds.BodyPartExamined = term
-    if context.laterality or term in PAIRED:
-        ds.Laterality = context.laterality  # Type 2C: empty when the user did not say
+    # Type 2C for paired structures: empty when the user did not give the side. A region
+    # without a known term (an unknown code, or none given) may be paired: treated as one.
+    if context.laterality or not term or term in PAIRED:
+        ds.Laterality = context.laterality
     ds.AnatomicRegionSequence = DicomSequence([code_item(code, scheme, meaning)])
 
 

@@ -46,6 +46,8 @@ BODY_PARTS: dict[str, tuple[str, str]] = {
     "THIGH": ("68367000", "Thigh"),
     "WRIST": ("74670003", "Wrist joint"),
 }
+#: Other SNOMED CT codes of the same regions (PS3.16 has changed some over the years).
+OTHER_CODES = {"818981001": "ABDOMEN", "51185008": "CHEST"}
 #: Device types the user may name; they choose the modality and, for video, the SOP class.
 DEVICE_TYPES = (
     "camera",
@@ -214,8 +216,9 @@ def body_part_code(text: str) -> tuple[str, str, str, str]:
         scheme, code, meaning = (part.strip() for part in value.split(":", 2))
         if not (scheme and code and meaning):
             raise ConversionError(f"body part code {text!r} must be SCHEME:CODE:MEANING")
-        known = [k for k, (c, _m) in BODY_PARTS.items() if scheme == "SCT" and c == code]
-        return (known[0] if known else ""), code, scheme, meaning
+        known = [k for k, (c, _m) in BODY_PARTS.items() if c == code]
+        term = (known[0] if known else OTHER_CODES.get(code, "")) if scheme == "SCT" else ""
+        return term, code, scheme, meaning
     key = value.upper().replace(" ", "")
     if key not in BODY_PARTS:
         raise ConversionError(
