@@ -115,3 +115,12 @@ def test_ome_tiff_pyramid(tmp_path: Path) -> None:
     outs = convert_file(source, CONTEXT, tmp_path / "out")
     assert image_types(outs) == ["VOLUME", "VOLUME"]
     assert_valid(outs)
+
+
+def test_slide_converter_leaves_pydicom_tolerant() -> None:
+    from pydicom import config
+
+    import vna.convert.wsi  # noqa: F401  (imports wsidicomizer)
+
+    assert config.settings.reading_validation_mode == config.WARN
+    assert not config._use_future

@@ -38,8 +38,10 @@ from vna.convert.common import (
 from vna.convert.context import Context
 from vna.errors import ConversionError
 
-# wsidicomizer switches pydicom to its "future" behaviour for the whole process when imported
-# (strict writing, no ``convert_pixel_data``); the rest of the archive expects the default.
+# wsidicomizer makes pydicom strict for the whole process when imported (enforce_valid_values:
+# reading raises on any irregularity; "future" behaviour: strict writing, no
+# ``convert_pixel_data``). The rest of the archive reads tolerantly: restore the defaults.
+pydicom_config.enforce_valid_values = False
 pydicom_config.future_behavior(False)
 
 VL_WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
