@@ -208,17 +208,31 @@ def _exif_datetime(image: Image.Image) -> str:
 
 
 def _open(data: bytes, name: str) -> Image.Image:
-    """Decode fully (a corrupt or truncated file fails here, not later)."""
+    """Open (headers only: EXIF, ICC and size are known, pixels are not decoded yet).
+
+    Raises:
+        ConversionError: not an image Pillow reads.
+    """
     try:
         if data[4:8] == b"ftyp":
             import pillow_heif
 
             pillow_heif.register_heif_opener()
-        image = Image.open(io.BytesIO(data))
-        image.load()
+        return Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ConversionError(f"corrupt or unreadable {name}: {exc}") from exc
-    return image
+
+
+def _decode(image: Image.Image, name: str, *, check_only: bool = False) -> None:
+    """Decode the pixels, so a corrupt or truncated file fails here and not in a viewer.
+    ``check_only``: a JPEG that passes through is decoded at 1/8 scale (every entropy-coded
+    byte is still read, most of the inverse DCT is skipped)."""
+    try:
+        if check_only:
+            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ConversionError(f"corrupt or unreadable {name}: {exc}") from exc
 
 
 def _pixels(image: Image.Image) -> tuple[np.ndarray, str, list[str]]:
@@ -249,7 +263,8 @@ def convert_photo(job: Job) -> list[Path]:
     data = job.path.read_bytes()
     is_jpeg = data[:3] == b"\xff\xd8\xff"
     jpeg = clean_jpeg(data) if is_jpeg else None
-    image = _open(data, "JPEG" if is_jpeg else "image")
+    name = "JPEG" if is_jpeg else "image"
+    image = _open(data, name)
     orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
     if orientation not in range(1, 9):
         orientation = 1
@@ -265,6 +280,7 @@ def convert_photo(job: Job) -> list[Path]:
         and (orientation == 1 or options.orientation == "record")
     )
     syntax = JPEGBaseline8Bit if passthrough or options.jpeg_quality else JPEGLSLossless
+    _decode(image, name, check_only=passthrough)
     variant = (options.orientation, str(options.jpeg_quality), str(options.exif_datetime))
     ds = job.dataset("photo", VL_PHOTOGRAPHIC, syntax, *variant)
     _image_modules(ds, context, acquired)
