@@ -73,3 +73,16 @@ class BadRequest(VnaError):
 
 class PermissionDenied(VnaError):
     """The caller is not allowed to do this."""
+
+
+class ConversionError(InvalidObject):
+    """A photo, video, sound, document or slide cannot be made into DICOM (corrupt, wrong
+    kind, encrypted, nothing reads it)."""
+
+
+class MissingContext(ConversionError):
+    """A file to convert has no patient (or other required) context from the user."""
+
+
+class UnsupportedMedia(ConversionError):
+    """The content is of no kind the converters read."""

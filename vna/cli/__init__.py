@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from vna.cli import ae as _ae  # noqa: F401
-from vna.cli import core as _core  # noqa: F401  (registers commands)
+from vna.cli import ae as _ae  # noqa: F401  (each import registers its commands)
+from vna.cli import convert as _convert  # noqa: F401
+from vna.cli import core as _core  # noqa: F401
 from vna.cli import deid as _deid  # noqa: F401
 from vna.cli import scu as _scu  # noqa: F401
 from vna.cli import serve as _serve  # noqa: F401

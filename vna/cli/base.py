@@ -54,6 +54,7 @@ def quiet_libraries() -> None:
     """Keep library chatter (migrations, pydicom's reading validation) out of the CLI output;
     what matters about an object is recorded in its warnings."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("pikepdf").setLevel(logging.WARNING)
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\..*")
 

@@ -14,7 +14,9 @@ from sqlalchemy import func, select
 
 from vna import dicomjson
 from vna.cli.base import DataDir, app, console, err_console, fail, open_archive, settings_from_cli
+from vna.cli.convert import slide_tasks, with_conversion_options
 from vna.config import setting_docs
+from vna.convert.batch import ConversionPlan
 from vna.errors import BadRequest, NotFound
 from vna.export import export
 from vna.importer import REJECTED, FileOutcome, run_import
@@ -79,21 +81,29 @@ def _progress() -> Progress:
 
 
 @app.command("import")
+@with_conversion_options
 def import_command(
-    paths: list[Path] = typer.Argument(..., help="Files and folders (walked recursively)."),
+    paths: list[Path] = typer.Argument(None, help="Files and folders (walked recursively)."),
     workers: int = typer.Option(None, "--workers", "-j", help="Parallel workers."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     data_dir: Path | None = DataDir,
+    plan: ConversionPlan | None = None,
 ) -> None:
-    """Archive DICOM files and folders; a DICOMDIR is followed, not stored.
+    """Archive files and folders; a DICOMDIR is followed, not stored. Photos, video, sound,
+    PDFs and slides are converted to DICOM with the context given by the options or the
+    manifest (a file without a patient ID is rejected).
 
     Exits 0 when every file was stored or was already there, 1 when any was rejected.
     """
+    paths = list(paths or []) or (plan.manifest.files if plan and plan.manifest else [])
+    if not paths:
+        fail("give files or folders to import, or --manifest", 2)
     for path in paths:
         if not path.exists():
             fail(f"{path}: no such file or folder", 2)
     with open_archive(data_dir) as archive, _progress() as progress:
         task = progress.add_task("importing", total=None)
+        on_slide = slide_tasks(progress)
 
         def tick(outcome: FileOutcome) -> None:
             progress.advance(task)
@@ -102,7 +112,9 @@ def import_command(
                     f"[yellow]rejected[/yellow] {outcome.path}: {outcome.reason}", highlight=False
                 )
 
-        summary = run_import(archive, paths, workers=workers, on_outcome=tick)
+        summary = run_import(
+            archive, paths, workers=workers, on_outcome=tick, plan=plan, on_slide=on_slide
+        )
     rejected = [{"path": o.path, "reason": o.reason} for o in summary.rejected]
     if as_json:
         console.print_json(
@@ -110,6 +122,7 @@ def import_command(
                 {
                     "stored": summary.stored,
                     "duplicates": summary.duplicates,
+                    "converted": summary.converted,
                     "with_warnings": summary.warnings,
                     "rejected": rejected,
                     "followed_dicomdirs": summary.followed_dicomdirs,
@@ -119,7 +132,8 @@ def import_command(
     else:
         console.print(
             f"stored {summary.stored}, duplicates {summary.duplicates}, "
-            f"with warnings {summary.warnings}, rejected {len(summary.rejected)}",
+            f"converted {summary.converted}, with warnings {summary.warnings}, "
+            f"rejected {len(summary.rejected)}",
             highlight=False,
         )
         for item in rejected:
