@@ -31,6 +31,7 @@ from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, N_ACTION
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dimse import acceptance, commitment, find, handlers, retrieve
+from dimse.dul import WakingDUL
 from dimse.services import Services, nodelay
 from vna.archive import Archive
 from vna.config import Settings
@@ -164,6 +165,7 @@ class _RequestHandler(RequestHandler):
         # methods, so switching the class of the fresh objects is safe
         assoc.__class__ = VnaAssociation
         assoc.acse.__class__ = VnaACSE
+        WakingDUL.install(assoc.dul)
         cast(VnaAssociation, assoc).services = cast(_Server, self.server).services
         return assoc
 
