@@ -10,12 +10,12 @@ response is the warning "matching reached response limit" (0xB001).
 from __future__ import annotations
 
 import logging
-from io import BytesIO
 from typing import Any
 
 from pynetdicom.dimse_primitives import C_FIND
 
 from dimse import identifiers, status
+from dimse.transfer import encode_find_response, send_message
 from vna import query
 
 log = logging.getLogger(__name__)
@@ -40,16 +40,12 @@ def find_scp(assoc: Any, req: C_FIND, context: Any) -> None:
     cx_id = int(context.context_id)
     transfer_syntax = str(context.transfer_syntax[0])
     sop_class = str(req.AffectedSOPClassUID)
-    rsp: Any = C_FIND()  # pynetdicom types some attributes as None only
     message_id = int(req.MessageID or 0)
-    rsp.MessageIDBeingRespondedTo = req.MessageID
-    rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
 
     def final(code: int, comment: str = "") -> None:
-        rsp.Status = code
-        rsp.Identifier = None
-        rsp.ErrorComment = comment or None
-        assoc.dimse.send_msg(rsp, cx_id)
+        send_message(
+            assoc, cx_id, encode_find_response(sop_class, message_id, code, False, comment), None
+        )
 
     cap = services.settings.max_query_results or None
     try:
@@ -77,9 +73,12 @@ def find_scp(assoc: Any, req: C_FIND, context: Any) -> None:
                 final(status.RESPONSE_LIMIT_REACHED, f"more than {cap} matches; narrow the query")
                 return
             answer = identifiers.answer(found, match, services.ae_title)
-            rsp.Status = pending
-            rsp.Identifier = BytesIO(identifiers.encode(answer, transfer_syntax))
-            assoc.dimse.send_msg(rsp, cx_id)
+            send_message(
+                assoc,
+                cx_id,
+                encode_find_response(sop_class, message_id, pending, True),
+                identifiers.encode(answer, transfer_syntax),
+            )
             sent += 1
             if not assoc.is_established:
                 return

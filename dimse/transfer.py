@@ -171,3 +171,42 @@ def send_c_store(
             raise SendFailed("no C-STORE response within the DIMSE timeout")
         if isinstance(rsp, C_STORE) and rsp.MessageIDBeingRespondedTo == message_id:
             return int(rsp.Status) if rsp.Status is not None else 0xC000
+
+
+def _command_element(tag: int, value: bytes) -> bytes:
+    """One command set element: always Implicit VR Little Endian (PS3.7 6.3.1)."""
+    if len(value) % 2:
+        value += b"\x00" if tag in (0x00000002, 0x00001000) else b" "
+    return struct.pack("<HHI", 0x0000, tag & 0xFFFF, len(value)) + value
+
+
+def encode_find_response(
+    sop_class: str, message_id: int, status_code: int, has_identifier: bool, comment: str = ""
+) -> bytes:
+    """A C-FIND-RSP command set (PS3.7 9.3.2.2), written directly: pynetdicom builds it
+    through pydicom, which costs more than answering a query from the index."""
+    body = b"".join(
+        [
+            _command_element(0x00000002, sop_class.encode("ascii")),
+            _command_element(0x00000100, struct.pack("<H", 0x8020)),
+            _command_element(0x00000120, struct.pack("<H", message_id)),
+            _command_element(0x00000800, struct.pack("<H", 0x0001 if has_identifier else 0x0101)),
+            _command_element(0x00000900, struct.pack("<H", status_code)),
+            _command_element(0x00000902, comment[:64].encode("ascii", "replace"))
+            if comment
+            else b"",
+        ]
+    )
+    return _command_element(0x00000000, struct.pack("<I", len(body))) + body
+
+
+def send_message(assoc: Any, cx_id: int, command: bytes, data_set: bytes | None) -> None:
+    """Send an encoded command set and data set as P-DATA fragments (PS3.8 E.2 headers:
+    bit 0 command, bit 1 last fragment). The caller holds the association's reactor."""
+    max_pdu = int(assoc.dimse.maximum_pdu_size or 0)
+    size = max_pdu - 6 if max_pdu else UNLIMITED_FRAGMENT
+    for fragment, last in _fragments([command], size):
+        _send_pdata(assoc, cx_id, b"\x03" if last else b"\x01", fragment)
+    if data_set is not None:
+        for fragment, last in _fragments([data_set], size):
+            _send_pdata(assoc, cx_id, b"\x02" if last else b"\x00", fragment)
