@@ -136,6 +136,25 @@ class Settings:
         "comma-separated `AET@HOST:PORT`; `vna ae add` keeps more in the index.",
         "",
     )
+    # -- DICOMweb -------------------------------------------------------------------------
+    dicomweb_cors_origins: str = _doc(
+        "Origins whose browsers may call DICOMweb (CORS): `*` for any, a comma-separated list "
+        "of origins (`https://viewer.example.org`), or empty to send no CORS headers.",
+        "*",
+    )
+    dicomweb_workers: int = _doc(
+        "Threads the DICOMweb server runs index and store work on (the event loop never "
+        "blocks on them).",
+        8,
+    )
+    dicomweb_base_url: str = _doc(
+        "Public URL of the DICOMweb service (`https://pacs.example.org/dicom-web`) used in "
+        "RetrieveURL and BulkDataURI values behind a proxy; empty derives it from each request.",
+        "",
+    )
+    dicomweb_max_upload: int = _doc(
+        "Largest STOW-RS request body in bytes (0 = no limit); a larger one gets 413.", 0
+    )
     extra: Mapping[str, Any] = _doc(
         "Further tables of the TOML file, kept for the front ends (`[dimse]`, `[dicomweb]`…).",
         factory=dict,
