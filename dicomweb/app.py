@@ -45,13 +45,15 @@ def create_app(archive: Archive, *, prefix: str = DEFAULT_PREFIX) -> web.Applica
     app[ROOTS] = roots
     for root, _route in roots:
         for route in ROUTES:
-            path = root + route.path
-            app.router.add_route(route.method, path, route.handler)
-            if not route.path:
-                app.router.add_route(route.method, path + "/", route.handler)
+            paths = [root + route.path] + ([root + "/"] if not route.path else [])
+            for path in paths:
+                if route.method == "GET":
+                    app.router.add_get(path, route.handler)  # HEAD too
+                else:
+                    app.router.add_route(route.method, path, route.handler)
     # Legacy viewers are often configured with http://host:port/wado.
     wado_uri = next(r for r in ROUTES if r.transaction == "WADO-URI")
-    app.router.add_route("GET", "/wado", wado_uri.handler)
+    app.router.add_get("/wado", wado_uri.handler)
     app.cleanup_ctx.append(_executor)
     app.on_response_prepare.append(_cors_headers)
     return app

@@ -49,3 +49,31 @@ def test_cors_limited_to_configured_origins(local_archive: Archive) -> None:
         _, bad, _ = _request(server.url + "/x", headers={"Origin": "https://evil.example"})
     assert good["Access-Control-Allow-Origin"] == "https://ohif.example"
     assert "Access-Control-Allow-Origin" not in bad
+
+
+def test_capabilities_describe_every_route(web_server: WebServer) -> None:
+    from xml.etree import ElementTree
+
+    from dicomweb.routes import ROUTES
+
+    status, headers, body = _request(web_server.url, "OPTIONS")
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/vnd.sun.wadl+xml")
+    ns = {"w": "http://wadl.dev.java.net/2009/02"}
+    root = ElementTree.fromstring(body)
+    paths = {r.get("path") for r in root.iterfind(".//w:resource", ns)}
+    assert {route.path or "/" for route in ROUTES} == paths
+    base = root.find("w:resources", ns)
+    assert base is not None and base.get("base") == web_server.url
+
+    status, headers, body = _request(web_server.url + "/", headers={"Accept": "application/json"})
+    assert status == 200
+    described = json.loads(body)
+    methods = {(r["path"], m["method"]) for r in described["resources"] for m in r["methods"]}
+    assert ("/studies", "POST") in methods and ("/studies", "GET") in methods
+
+
+def test_options_on_a_resource_lists_its_methods(web_server: WebServer) -> None:
+    status, headers, _ = _request(web_server.url + "/studies/1.2.3/metadata", "OPTIONS")
+    assert status == 204
+    assert set(headers["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "OPTIONS"}
