@@ -39,8 +39,8 @@ PAGE = 200
 
 #: Sequence keys the index can match on: (sequence tag, item tag) -> (level, column).
 SEQUENCE_KEYS: dict[tuple[int, int], tuple[str, str]] = {
-    (0x0040A370, 0x00400009): ("SERIES", "scheduled_procedure_step_id"),
-    (0x0040A370, 0x00401001): ("SERIES", "requested_procedure_id"),
+    (0x00400275, 0x00400009): ("SERIES", "scheduled_procedure_step_id"),
+    (0x00400275, 0x00401001): ("SERIES", "requested_procedure_id"),
     (0x0040A043, 0x00080100): ("IMAGE", "concept_name_code_value"),
     (0x0040A043, 0x00080102): ("IMAGE", "concept_name_coding_scheme"),
 }
@@ -140,6 +140,12 @@ def _joined(level: str) -> Select[Any]:
     if level == "IMAGE":
         # the metadata blob is loaded only for the rows that need it
         stmt = stmt.options(defer(Instance.metadata_json), defer(Instance.bulk_json))
+    return join_levels(stmt, level)
+
+
+def join_levels(stmt: Select[Any], level: str) -> Select[Any]:
+    """Join a statement on ``level``'s table with the upper levels, and keep only live
+    entities (current instances; series, studies and patients that still hold some)."""
     if level == "IMAGE":
         stmt = stmt.join(Series, Instance.series_fk == Series.pk)
         stmt = stmt.join(Study, Series.study_fk == Study.pk)
@@ -180,15 +186,14 @@ def _lower_exists(query_level: str, attr_level: str, condition: Any) -> Any:
     return inner.where(condition).exists()
 
 
-def plan(request: QueryRequest) -> QueryPlan:
-    """Build the SQL for a request.
+def conditions(request: QueryRequest) -> tuple[list[Any], list[str]]:
+    """The WHERE conditions of a request, and the keys the index cannot match on.
 
     Raises:
         BadRequest: a malformed value (bad date, bad UID, bad number).
     """
-    level = request.level
-    rank = LEVEL_RANK[level]
-    stmt = _joined(level)
+    rank = LEVEL_RANK[request.level]
+    where: list[Any] = []
     unsupported: list[str] = []
     for tag, value in request.keys.items():
         attr = BY_TAG.get(tag)
@@ -200,8 +205,8 @@ def plan(request: QueryRequest) -> QueryPlan:
         if condition is None:
             continue
         if LEVEL_RANK[attr.level] > rank:
-            condition = _lower_exists(level, attr.level, condition)
-        stmt = stmt.where(condition)
+            condition = _lower_exists(request.level, attr.level, condition)
+        where.append(condition)
     for (seq_tag, item_tag), value in request.sequence_keys.items():
         target = SEQUENCE_KEYS.get((seq_tag, item_tag))
         if target is None:
@@ -214,8 +219,23 @@ def plan(request: QueryRequest) -> QueryPlan:
         if condition is None:
             continue
         if LEVEL_RANK[attr_level] > rank:
-            condition = _lower_exists(level, attr_level, condition)
-        stmt = stmt.where(condition)
+            condition = _lower_exists(request.level, attr_level, condition)
+        where.append(condition)
+    return where, unsupported
+
+
+def plan(request: QueryRequest) -> QueryPlan:
+    """Build the SQL for a request.
+
+    Raises:
+        BadRequest: a malformed value (bad date, bad UID, bad number).
+    """
+    level = request.level
+    rank = LEVEL_RANK[level]
+    stmt = _joined(level)
+    where, unsupported = conditions(request)
+    if where:
+        stmt = stmt.where(*where)
     stmt = stmt.order_by(TABLES[level].pk)
     if request.offset:
         stmt = stmt.offset(request.offset)

@@ -277,8 +277,8 @@ def level_values(meta: Metadata, level: str) -> dict[str, Any]:
     if level in ("STUDY", "SERIES", "IMAGE"):
         out["timezone_offset_from_utc"] = meta_text(meta, TIMEZONE_TAG)
     if level == "SERIES":
-        out["scheduled_procedure_step_id"] = _first_item_text(meta, 0x0040A370, 0x00400009)
-        out["requested_procedure_id"] = _first_item_text(meta, 0x0040A370, 0x00401001)
+        out["scheduled_procedure_step_id"] = _first_item_text(meta, 0x00400275, 0x00400009)
+        out["requested_procedure_id"] = _first_item_text(meta, 0x00400275, 0x00401001)
     if level == "IMAGE":
         out["concept_name_code_value"] = _first_item_text(meta, 0x0040A043, 0x00080100)
         out["concept_name_coding_scheme"] = _first_item_text(meta, 0x0040A043, 0x00080102)

@@ -9,6 +9,7 @@ escaped, so a literal ``%`` in a patient name never widens a match.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -25,6 +26,23 @@ _DT_CORE = r"\d{4}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?)?
 _DT_RANGE = re.compile(rf"^({_DT_CORE})?-({_DT_CORE})?$")
 _INT = re.compile(r"^[+-]?\d+$")
 _UID = re.compile(r"^[0-9A-Za-z.\-_]{1,64}$")
+
+
+def is_date(text: str) -> bool:
+    """Whether ``text`` is a DA value (YYYYMMDD) naming a day of the calendar."""
+    if not _DATE.match(text):
+        return False
+    try:
+        dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except ValueError:
+        return False
+    return True
+
+
+def is_uid(text: str) -> bool:
+    """Whether ``text`` can be a UID (tolerant: letters, ``-`` and ``_`` are let through, as
+    found in the wild)."""
+    return bool(_UID.match(text))
 
 
 def is_universal(value: str) -> bool:
@@ -158,7 +176,7 @@ def match_date(column: Any, value: str, keyword: str) -> ColumnElement[bool] | N
         bounds = _range(v)
         if bounds is None:
             d = norm_date(v)
-            if not _DATE.match(d):
+            if not is_date(d):
                 raise BadRequest(f"{keyword}: {v!r} is not a date (YYYYMMDD)")
             conditions.append(column == d)
             continue
@@ -166,7 +184,7 @@ def match_date(column: Any, value: str, keyword: str) -> ColumnElement[bool] | N
         if not low and not high:
             raise BadRequest(f"{keyword}: {v!r} is not a date range")
         for b in (low, high):
-            if b and not _DATE.match(b):
+            if b and not is_date(b):
                 raise BadRequest(f"{keyword}: {b!r} is not a date (YYYYMMDD)")
         parts = [column != ""]
         if low:

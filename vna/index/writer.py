@@ -316,7 +316,7 @@ def _resolve(
             patient_pk = indexed_patient
 
     series_values = level_values(parsed.metadata, "SERIES")
-    rq = parsed.metadata.get("0040A370")
+    rq = parsed.metadata.get("00400275")
     series_values["request_attributes_json"] = dicomjson.dumps(rq) if rq else ""
     series_values["source_ae_title"] = (
         source.split(":", 1)[1][:16] if source.startswith("dimse:") else ""
