@@ -255,3 +255,167 @@ def has_checksum(archive: Archive, ref: InstanceRef) -> bool:
     except ObjectNotFound:
         return False
     return digest.hexdigest() == ref.sha256
+
+
+# -- frames for the web front end: one session, one ranged read --------------------------------
+
+#: Native syntaxes whose stored frame bytes are not the little-endian frames DICOMweb sends
+#: (big endian needs swapping; deflated offsets point into the inflated stream).
+_NOT_ADDRESSABLE = frozenset({"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
+
+
+def frames_addressable(ref: InstanceRef) -> bool:
+    """Whether the frames can be read by byte range as stored (no decoding)."""
+    if ref.pixel_offset is None or ref.transfer_syntax_uid in _NOT_ADDRESSABLE:
+        return False
+    if ref.pixel_encapsulated:
+        return ref.frames_indexed > 0
+    return bool(ref.frame_length)
+
+
+def check_frame_numbers(ref: InstanceRef, numbers: Sequence[int]) -> None:
+    """Raises NotFound for a frame number outside 1..NumberOfFrames or no pixel data."""
+    if ref.pixel_offset is None and not ref.rows:
+        raise NotFound(f"{ref.sop_instance_uid} has no pixel data")
+    for n in numbers:
+        if n < 1 or n > ref.number_of_frames:
+            raise NotFound(f"frame {n} does not exist (the object has {ref.number_of_frames})")
+
+
+def locate_frames(
+    archive: Archive, study_uid: str, series_uid: str, sop_instance_uid: str, numbers: Sequence[int]
+) -> tuple[InstanceRef, list[tuple[int, int, int]] | None]:
+    """The instance and the (offset, length, fragments) of each requested frame, in request
+    order, in one index session; None for the spans when the frames must be decoded.
+
+    Raises:
+        NotFound: no such instance, no pixel data, or a frame number out of range.
+    """
+    stmt = (
+        _select_refs()
+        .where(Study.study_instance_uid == study_uid)
+        .where(Series.series_instance_uid == series_uid)
+        .where(Instance.sop_instance_uid == sop_instance_uid)
+    )
+    with archive.db.read() as session:
+        row = session.execute(stmt).first()
+        if row is None:
+            raise NotFound(f"no stored instance matches {sop_instance_uid}")
+        ref = _ref(row)
+        check_frame_numbers(ref, numbers)
+        if not frames_addressable(ref):
+            return ref, None
+        if not ref.pixel_encapsulated:
+            size = ref.frame_length or 0
+            offset = ref.pixel_offset or 0
+            return ref, [(offset + (n - 1) * size, size, 1) for n in numbers]
+        rows = _frame_rows(session, ref, numbers)
+        return ref, [(rows[n].offset, rows[n].length, rows[n].fragments) for n in numbers]
+
+
+def read_spans(
+    archive: Archive, ref: InstanceRef, spans: Sequence[tuple[int, int, int]]
+) -> list[bytes]:
+    """The codestream of each frame span (item headers removed)."""
+    out = []
+    try:
+        for offset, length, fragments in spans:
+            out.append(
+                strip_item_headers(
+                    archive.store.read_range(ref.storage_key, offset, length), fragments
+                )
+            )
+    except ObjectNotFound as exc:
+        raise StorageError(f"object of {ref.sop_instance_uid} is missing from the store") from exc
+    except StoreError as exc:
+        raise StorageError(str(exc)) from exc
+    return out
+
+
+def attributes(archive: Archive, ref: InstanceRef) -> Any:
+    """The instance's attributes as a pydicom Dataset from the precomputed metadata (bulk
+    data values empty)."""
+    return dicomjson.json_to_dataset(json.loads(next(metadata_texts(archive, [ref]))))
+
+
+def decode_frames(
+    archive: Archive, ref: InstanceRef, numbers: Sequence[int], attrs: Any
+) -> list[Any]:
+    """Decoded pixel arrays (numpy, colour as RGB) of the requested frames.
+
+    Frames readable by range are decoded one by one from their own bytes; others by reading
+    the object.
+
+    Raises:
+        NotFound: a frame number out of range or no pixel data.
+        NotAcceptable: no decoder for the stored transfer syntax.
+    """
+    from vna import render
+
+    check_frame_numbers(ref, numbers)
+    if frames_addressable(ref):
+        _ref2, spans = locate_frames(
+            archive, ref.study_uid, ref.series_uid, ref.sop_instance_uid, numbers
+        )
+        assert spans is not None
+        return [
+            render.decode_frame(attrs, ref.transfer_syntax_uid, data)
+            for data in read_spans(archive, ref, spans)
+        ]
+    return _decode_from_file(archive, ref, numbers)
+
+
+def _decode_from_file(archive: Archive, ref: InstanceRef, numbers: Sequence[int]) -> list[Any]:
+    import numpy as np
+    import pydicom
+
+    from vna.errors import NotAcceptable
+
+    with open_instance(archive, ref) as fp:
+        try:
+            ds = pydicom.dcmread(fp, force=True)
+            arr = np.asarray(ds.pixel_array)
+        except Exception as exc:
+            raise NotAcceptable(
+                f"cannot decode the pixel data of {ref.sop_instance_uid}: {exc}"
+            ) from exc
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if n_frames <= 1:
+        return [arr for _ in numbers]
+    return [arr[n - 1] for n in numbers]
+
+
+def video_span(archive: Archive, ref: InstanceRef) -> tuple[int, int, int]:
+    """(offset, length, fragments) of a video object's whole bitstream (indexed as frame 1).
+
+    Raises:
+        NotFound: the object is not a video or its stream is not indexed.
+    """
+    if not ref.is_video or not ref.frames_indexed:
+        raise NotFound(f"{ref.sop_instance_uid} holds no indexed video stream")
+    with archive.db.read() as session:
+        rows = _frame_rows(session, ref, [1])
+    row = rows[1]
+    return row.offset, row.length, row.fragments
+
+
+def read_bulk(archive: Archive, ref: InstanceRef, path: str) -> bytes:
+    """The value of a bulk data element recorded at ingest.
+
+    Raises:
+        NotFound: no bulk data at that tag path.
+    """
+    offset, length = bulk_range(archive, ref, path)
+    return read_spans(archive, ref, [(offset, length, 1)])[0]
+
+
+def representation_tag(*parts: object) -> str:
+    """A strong entity tag over the parts that decide a representation (checksums, syntax,
+    request parameters): it changes whenever any instance is replaced by a new version."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(str(part).encode("utf-8"))
+        digest.update(b"\x00")
+    return '"' + digest.hexdigest()[:40] + '"'
