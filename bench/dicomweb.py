@@ -352,31 +352,46 @@ class Timing:
     results: list[int] = field(default_factory=list)
 
 
-def latency(client: Client, paths: Sequence[str], accept: str, warmup: int) -> Timing:
-    """Milliseconds per request (the whole body read); the first ``warmup`` not counted.
+def latency(
+    clients: Sequence[Client], paths: Sequence[str], accept: str, warmup: int
+) -> list[Timing]:
+    """Milliseconds per request (the whole body read) on each server, the servers taking
+    turns request by request so that other work on the machine weighs on both alike; the
+    first ``warmup`` requests are not counted. A server's row stops at its first failure.
     ``results`` holds the number of matches of JSON answers, else the body size."""
-    times = []
-    results = []
+    times: list[list[float]] = [[] for _ in clients]
+    results: list[list[int]] = [[] for _ in clients]
+    errors: list[str | None] = [None for _ in clients]
     for n, path in enumerate(paths):
-        started = time.perf_counter()
-        try:
-            status, body = client.get(path, accept)
-        except RequestError as exc:
-            return Timing(error=f"error: {exc}")
-        elapsed = time.perf_counter() - started
-        if status == 204:
-            body = b"[]"
-        elif status != 200:
-            note(f"{status} from {client.prefix}{path}: {body[:300].decode(errors='replace')}")
-            return Timing(error=f"error: {status}")
-        if n < warmup:
+        for side, client in enumerate(clients):
+            if errors[side]:
+                continue
+            started = time.perf_counter()
+            try:
+                status, body = client.get(path, accept)
+            except RequestError as exc:
+                errors[side] = f"error: {exc}"
+                continue
+            elapsed = time.perf_counter() - started
+            if status == 204:
+                body = b"[]"
+            elif status != 200:
+                text = body[:300].decode(errors="replace")
+                note(f"{status} from {client.prefix}{path}: {text}")
+                errors[side] = f"error: {status}"
+                continue
+            if n >= warmup:
+                times[side].append(elapsed * 1000)
+                results[side].append(count_results(body, accept))
+    timings = []
+    for side_times, side_results, error in zip(times, results, errors, strict=True):
+        if error or not side_times:
+            timings.append(Timing(error=error or "error: no requests"))
             continue
-        times.append(elapsed * 1000)
-        results.append(count_results(body, accept))
-    if not times:
-        return Timing(error="error: no requests")
-    times.sort()
-    return Timing(statistics.median(times), times[int(0.95 * (len(times) - 1))], None, results)
+        side_times.sort()
+        p95 = side_times[int(0.95 * (len(side_times) - 1))]
+        timings.append(Timing(statistics.median(side_times), p95, None, side_results))
+    return timings
 
 
 def count_results(body: bytes, accept: str) -> int:
@@ -723,7 +738,7 @@ def measure_rows(
     check_counts: bool,
 ) -> None:
     for name, paths, accept, target in rows:
-        timings = [latency(server.client, paths, accept, warmup) for server in servers]
+        timings = latency([server.client for server in servers], paths, accept, warmup)
         if check_counts and accept == ACCEPT_JSON:
             compare(name, paths, timings, warmup)
         ours, theirs = timings
@@ -893,7 +908,11 @@ def main() -> None:
             ours_process.wait()
 
     minutes = (time.perf_counter() - began) / 60
-    print(f"\nsummary ({minutes:.0f} min; ratio above 1: this archive is faster)")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(
+        f"\nsummary: {os.cpu_count()} cores, run of {minutes:.0f} min, load average at the end "
+        f"{load}; ratio above 1: this archive is faster"
+    )
     print(Table.header())
     for row in table.rows:
         print(table.line(row))
