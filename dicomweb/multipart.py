@@ -1,0 +1,290 @@
+"""A streaming reader of multipart/related bodies (RFC 2046 5.1, RFC 2387) for STOW-RS.
+
+The body is read from the request stream in the chunks the connection delivers; a part's
+content is handed on in pieces of about ``chunk_size`` bytes (to a spool file) and never
+held whole. Memory per request is one piece plus the delimiter, whatever the size of a part
+or of the body: a 2 GB upload costs the same memory as a 2 MB one.
+
+Tolerant reading: the delimiter may be preceded by a bare LF instead of CRLF, a delimiter
+line may carry transport padding (spaces, tabs), the preamble and epilogue are ignored.
+A body that ends before the closing delimiter raises :class:`IncompleteBody`; the pieces of
+the unfinished part already handed on belong to a part the caller must not keep.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from dicomweb.accept import parse_media_type
+from vna.errors import BadRequest
+
+#: Default size of the pieces a part's content is handed on in.
+CHUNK_SIZE = 1 << 20
+#: Largest header block of one part.
+MAX_HEADER_SIZE = 64 * 1024
+#: Largest preamble (text before the first delimiter) read before giving up.
+MAX_PREAMBLE = 64 * 1024
+#: Largest epilogue (text after the closing delimiter) drained from the connection.
+MAX_EPILOGUE = 64 * 1024
+#: RFC 2046 5.1.1: 1 to 70 characters of bchars, not ending with a space.
+BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$")
+
+Reader = Callable[[], Awaitable[bytes]]
+
+
+class MultipartError(BadRequest):
+    """The body is not a well-formed multipart body (HTTP 400)."""
+
+
+class IncompleteBody(MultipartError):
+    """The body ended (or the connection was lost) before the closing delimiter."""
+
+
+@dataclass(frozen=True)
+class PartHeaders:
+    """The header fields of one part, names lower-cased."""
+
+    number: int
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def content_type(self) -> str:
+        return self.fields.get("content-type", "").strip()
+
+    @property
+    def media_type(self) -> str:
+        """The part's media type without parameters, lower case ('' when absent)."""
+        if not self.content_type:
+            return ""
+        try:
+            return parse_media_type(self.content_type)[0]
+        except BadRequest:
+            return self.content_type.split(";", 1)[0].strip().lower()
+
+    @property
+    def content_location(self) -> str:
+        return self.fields.get("content-location", "").strip()
+
+
+def boundary_of(params: dict[str, str]) -> str:
+    """The boundary parameter of a multipart media type, checked against RFC 2046 5.1.1.
+
+    Raises:
+        MultipartError: no boundary, or one that is not a valid boundary.
+    """
+    boundary = params.get("boundary")
+    if boundary is None:
+        raise MultipartError("the multipart Content-Type has no boundary parameter")
+    if not BOUNDARY.match(boundary):
+        raise MultipartError(f"the multipart boundary {boundary!r} is malformed (RFC 2046 5.1.1)")
+    return boundary
+
+
+class MultipartReader:
+    """Parts of a multipart body, read from ``read`` (returns b'' at the end of the body).
+
+    Use::
+
+        while (part := await reader.next_part()) is not None:
+            while piece := await reader.read_chunk():
+                ...
+
+    ``read`` may raise ConnectionError or an aiohttp payload error when the peer goes away;
+    either is reported as :class:`IncompleteBody`.
+    """
+
+    def __init__(
+        self,
+        read: Reader,
+        boundary: str,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        max_header_size: int = MAX_HEADER_SIZE,
+    ) -> None:
+        self._read = read
+        self._dash_boundary = b"--" + boundary.encode("ascii")
+        self._delimiter = b"\n" + self._dash_boundary
+        self._chunk_size = chunk_size
+        self._max_header_size = max_header_size
+        self._buf = bytearray()
+        self._eof = False
+        self._scan_from = 0
+        self._state = "preamble"  # preamble | headers | body | end
+        self._parts = 0
+        #: Total bytes read from the body so far.
+        self.bytes_read = 0
+
+    @property
+    def parts_started(self) -> int:
+        return self._parts
+
+    async def _more(self) -> bool:
+        """Append the next chunk of the body; False at its end."""
+        if self._eof:
+            return False
+        try:
+            data = await self._read()
+        except MultipartError:
+            raise
+        except (ConnectionError, OSError) as exc:
+            self._eof = True
+            raise IncompleteBody(f"the connection was lost inside the body: {exc}") from exc
+        except Exception as exc:  # aiohttp's payload errors (content length not reached…)
+            if type(exc).__module__.startswith("aiohttp"):
+                self._eof = True
+                raise IncompleteBody(f"the body is incomplete: {exc}") from exc
+            raise
+        if not data:
+            self._eof = True
+            return False
+        self.bytes_read += len(data)
+        self._buf += data
+        return True
+
+    async def _fill(self, size: int) -> bool:
+        """Buffer at least ``size`` bytes; False when the body ends first."""
+        while len(self._buf) < size:
+            if not await self._more():
+                return False
+        return True
+
+    async def next_part(self) -> PartHeaders | None:
+        """Move to the next part and return its headers; None after the closing delimiter.
+
+        The rest of the current part, if any, is skipped.
+
+        Raises:
+            MultipartError: a malformed body.
+            IncompleteBody: the body ends before the closing delimiter.
+        """
+        if self._state == "body":
+            while await self.read_chunk():
+                pass
+        if self._state == "preamble":
+            await self._skip_preamble()
+        if self._state == "end":
+            return None
+        headers = await self._read_headers()
+        self._state = "body"
+        self._scan_from = 0
+        return headers
+
+    async def read_chunk(self) -> bytes:
+        """The next piece of the current part's content; b'' at its end.
+
+        Raises:
+            MultipartError: a malformed delimiter line.
+            IncompleteBody: the body ends inside the part.
+        """
+        if self._state != "body":
+            return b""
+        keep = len(self._delimiter)  # may hide a CR before the delimiter's LF
+        while True:
+            buf = self._buf
+            at = buf.find(self._delimiter, self._scan_from)
+            if at >= 0:
+                end = at - 1 if at > 0 and buf[at - 1] == 0x0D else at
+                piece = bytes(buf[:end])
+                del buf[: at + len(self._delimiter)]
+                self._scan_from = 0
+                await self._after_delimiter()
+                return piece
+            self._scan_from = max(0, len(buf) - keep + 1)
+            if len(buf) - keep >= self._chunk_size or (len(buf) > keep and self._eof):
+                cut = len(buf) - keep
+                piece = bytes(buf[:cut])
+                del buf[:cut]
+                self._scan_from = max(0, self._scan_from - cut)
+                return piece
+            if not await self._more():
+                raise IncompleteBody(
+                    f"the body ends inside part {self._parts} (no closing delimiter)"
+                )
+
+    async def _skip_preamble(self) -> None:
+        """Find the first delimiter: at the very start of the body or after a line break."""
+        while True:
+            buf = self._buf
+            if buf.startswith(self._dash_boundary):
+                del buf[: len(self._dash_boundary)]
+                await self._after_delimiter()
+                return
+            at = buf.find(self._delimiter)
+            if at >= 0:
+                del buf[: at + len(self._delimiter)]
+                await self._after_delimiter()
+                return
+            if self.bytes_read > MAX_PREAMBLE:
+                raise MultipartError("no multipart delimiter with the declared boundary found")
+            if not await self._more():
+                if self.bytes_read == 0:
+                    raise MultipartError("the request body is empty")
+                raise MultipartError("no multipart delimiter with the declared boundary found")
+
+    async def _after_delimiter(self) -> None:
+        """After ``--boundary``: ``--`` closes the body, else padding and a line break."""
+        if not await self._fill(2):
+            if self._buf.strip() == b"" and self._parts:
+                raise IncompleteBody("the body ends after a delimiter, with no closing delimiter")
+            raise IncompleteBody("the body ends inside a delimiter line")
+        if self._buf.startswith(b"--"):
+            self._state = "end"
+            await self._drain_epilogue()
+            return
+        while True:
+            stripped = self._buf.lstrip(b" \t")
+            if stripped.startswith(b"\r\n") or stripped.startswith(b"\n"):
+                skip = len(self._buf) - len(stripped) + (2 if stripped[:1] == b"\r" else 1)
+                del self._buf[:skip]
+                self._parts += 1
+                self._state = "headers"
+                return
+            if stripped and stripped not in (b"\r",):
+                raise MultipartError("malformed multipart delimiter line")
+            if len(self._buf) > 1024:
+                raise MultipartError("malformed multipart delimiter line")
+            if not await self._more():
+                raise IncompleteBody("the body ends inside a delimiter line")
+
+    async def _read_headers(self) -> PartHeaders:
+        fields: dict[str, str] = {}
+        last = ""
+        size = 0
+        while True:
+            line = await self._read_line()
+            size += len(line) + 2
+            if size > self._max_header_size:
+                raise MultipartError(f"the headers of part {self._parts} are too long")
+            if not line:
+                return PartHeaders(self._parts, fields)
+            text = line.decode("latin-1")
+            if text[:1] in (" ", "\t") and last:  # obsolete line folding (RFC 5322 3.2.2)
+                fields[last] += " " + text.strip()
+                continue
+            name, colon, value = text.partition(":")
+            if not colon or not name.strip() or name != name.strip():
+                raise MultipartError(f"malformed header line in part {self._parts}: {text[:80]!r}")
+            last = name.lower()
+            fields[last] = value.strip()
+
+    async def _read_line(self) -> bytes:
+        while True:
+            at = self._buf.find(b"\n")
+            if at >= 0:
+                line = bytes(self._buf[:at])
+                del self._buf[: at + 1]
+                return line.removesuffix(b"\r")
+            if len(self._buf) > self._max_header_size:
+                raise MultipartError(f"the headers of part {self._parts} are too long")
+            if not await self._more():
+                raise IncompleteBody(f"the body ends inside the headers of part {self._parts}")
+
+    async def _drain_epilogue(self) -> None:
+        """Read what follows the closing delimiter (ignored) so the connection stays usable."""
+        self._buf.clear()
+        drained = 0
+        while drained <= MAX_EPILOGUE and await self._more():
+            drained += len(self._buf)
+            self._buf.clear()
