@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -23,8 +24,10 @@ from dicomweb.wado_media import CACHE_CONTROL, OCTET, caching, not_modified
 from vna import retrieve as core
 from vna import transcode
 from vna.archive import Archive
-from vna.errors import BadRequest, NotAcceptable, NotFound
+from vna.errors import BadRequest, NotAcceptable
 from vna.retrieve import InstanceRef
+
+log = logging.getLogger(__name__)
 
 #: Instances up to this size are read in one go (and the next one read ahead).
 WHOLE_READ = 8 << 20
@@ -74,7 +77,7 @@ async def _chunks(request: web.Request, ref: InstanceRef) -> AsyncIterator[bytes
         yield chunk
 
 
-def _part10(ref: InstanceRef, head: bytes) -> bytes:
+def part10_header(ref: InstanceRef, head: bytes) -> bytes:
     """A File Meta Information header (PS3.10 7.1) for an object stored as a bare data set
     (application/dicom is a Part 10 file, PS3.18 8.7.3.1); empty when it has one."""
     if head[128:132] == b"DICM":
@@ -94,7 +97,7 @@ def _body_job(
         return _transcoded(archive, ref, choice.ts)
     if ref.size <= WHOLE_READ:
         body = _read_whole(archive, ref)
-        prefix = _part10(ref, body[:132])
+        prefix = part10_header(ref, body[:132])
         return prefix + body if prefix else body
     return None
 
@@ -103,7 +106,7 @@ async def _large(request: web.Request, ref: InstanceRef) -> tuple[int, AsyncIter
     """Length and chunks of a large stored instance (a header added when it has none)."""
     chunks = _chunks(request, ref)
     first = await chunks.__anext__()
-    prefix = _part10(ref, first[:132])
+    prefix = part10_header(ref, first[:132])
 
     async def body() -> AsyncIterator[bytes]:
         yield prefix + first
@@ -162,19 +165,24 @@ async def retrieve_instances(request: web.Request) -> web.StreamResponse:
             await response.write(chunk)
         await response.write_eof()
         return response
+    # the first body is made before the status line goes out, so that an object that
+    # cannot be converted is still answered 406; later ones that fail are left out (logged)
+    first_body = await run(request, _body_job, archive, chosen[0][0], chosen[0][1])
     stream = multipart_out.MultipartStream(request, first.part_type, headers=headers)
     await stream.start()
     pending: asyncio.Future[bytes | None] | None = None
     for index, (ref, choice) in enumerate(chosen):
-        body = (
-            await pending
-            if pending is not None
-            else await run(request, _body_job, archive, ref, choice)
-        )
+        try:
+            body = first_body if index == 0 else await pending if pending is not None else None
+        except NotAcceptable as exc:
+            log.warning("instance %s left out of a retrieve: %s", ref.sop_instance_uid, exc)
+            body, choice = b"", None
         pending = None
         if index + 1 < len(chosen):  # read the next one while this one is written
             nref, nchoice = chosen[index + 1]
             pending = asyncio.ensure_future(run(request, _body_job, archive, nref, nchoice))
+        if choice is None:
+            continue
         part_type = wado_media.part_content_type(choice.part_type, choice.ts)
         location = instance_url(base, ref)
         if body is not None:
@@ -384,12 +392,9 @@ def _bulk_job(
     archive: Archive, uids: tuple[str, str, str], path: str
 ) -> tuple[InstanceRef, bytes | None]:
     ref = core.get_instance(archive, uids[2], uids[0], uids[1])
-    try:
-        return ref, core.read_bulk(archive, ref, path)
-    except NotFound:
-        if path.upper() in PIXEL_PATHS and ref.pixel_offset is not None:
-            return ref, None  # encapsulated pixel data: served frame by frame
-        raise
+    if path.upper() in PIXEL_PATHS and ref.pixel_encapsulated:
+        return ref, None  # encapsulated pixel data: served frame by frame
+    return ref, core.read_bulk(archive, ref, path)
 
 
 async def bulkdata(request: web.Request) -> web.StreamResponse:

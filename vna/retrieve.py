@@ -155,11 +155,10 @@ def metadata_texts(archive: Archive, refs: Sequence[InstanceRef]) -> Iterator[st
     with archive.db.read() as session:
         for start in range(0, len(pks), 500):
             chunk = pks[start : start + 500]
-            rows = dict(
-                session.execute(
-                    select(Instance.pk, Instance.metadata_json).where(Instance.pk.in_(chunk))
-                ).tuples()
+            result = session.execute(
+                select(Instance.pk, Instance.metadata_json).where(Instance.pk.in_(chunk))
             )
+            rows = {pk: blob for pk, blob in result}
             for pk in chunk:
                 yield dicomjson.unpack_text(rows[pk])
 
@@ -394,9 +393,8 @@ def video_span(archive: Archive, ref: InstanceRef) -> tuple[int, int, int]:
     if not ref.is_video or not ref.frames_indexed:
         raise NotFound(f"{ref.sop_instance_uid} holds no indexed video stream")
     with archive.db.read() as session:
-        rows = _frame_rows(session, ref, [1])
-    row = rows[1]
-    return row.offset, row.length, row.fragments
+        row = _frame_rows(session, ref, [1])[1]
+        return row.offset, row.length, row.fragments
 
 
 def read_bulk(archive: Archive, ref: InstanceRef, path: str) -> bytes:
@@ -405,8 +403,31 @@ def read_bulk(archive: Archive, ref: InstanceRef, path: str) -> bytes:
     Raises:
         NotFound: no bulk data at that tag path.
     """
-    offset, length = bulk_range(archive, ref, path)
+    try:
+        offset, length = bulk_range(archive, ref, path)
+    except NotFound:
+        return _bulk_from_file(archive, ref, path)
     return read_spans(archive, ref, [(offset, length, 1)])[0]
+
+
+def _bulk_from_file(archive: Archive, ref: InstanceRef, path: str) -> bytes:
+    """A bulk data value whose offset was not recorded at ingest, read from the object."""
+    import pydicom
+
+    try:
+        tag_path = dicomjson.parse_path_text(path)
+    except (ValueError, IndexError) as exc:
+        raise NotFound(f"no bulk data at {path} in {ref.sop_instance_uid}") from exc
+    with open_instance(archive, ref) as fp:
+        node: Any = pydicom.dcmread(fp, force=True)
+    for i, step in enumerate(tag_path):
+        try:
+            node = node[step] if i % 2 else node[step].value
+        except (KeyError, IndexError, TypeError) as exc:
+            raise NotFound(f"no bulk data at {path} in {ref.sop_instance_uid}") from exc
+    if not isinstance(node, (bytes, bytearray)):
+        raise NotFound(f"no bulk data at {path} in {ref.sop_instance_uid}")
+    return bytes(node)
 
 
 def representation_tag(*parts: object) -> str:

@@ -170,7 +170,9 @@ def transcode_file(src: Path | BinaryIO, dst_ts: str) -> bytes:
     Raises:
         NotAcceptable: the conversion is not possible.
     """
-    ds = transcode_dataset(pydicom.dcmread(src, force=True), dst_ts)
+    ds = pydicom.dcmread(src, force=True)
+    _complete_file_meta(ds)
+    ds = transcode_dataset(ds, dst_ts)
     buffer = io.BytesIO()
     target = UID(dst_ts)
     ds.save_as(
@@ -180,6 +182,28 @@ def transcode_file(src: Path | BinaryIO, dst_ts: str) -> bytes:
         enforce_file_format=True,
     )
     return buffer.getvalue()
+
+
+def _complete_file_meta(ds: Dataset) -> None:
+    """Give a bare data set (stored without File Meta Information) the meta elements the
+    conversion and the Part 10 writer need, from how it was read (PS3.10 7.1)."""
+    from pydicom.dataset import FileMetaDataset
+
+    meta = ds.get("file_meta") or FileMetaDataset()
+    if "TransferSyntaxUID" not in meta:
+        implicit, little = ds.original_encoding
+        meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian
+            if implicit
+            else ExplicitVRLittleEndian
+            if little
+            else ExplicitVRBigEndian
+        )
+    if "MediaStorageSOPClassUID" not in meta and "SOPClassUID" in ds:
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    if "MediaStorageSOPInstanceUID" not in meta and "SOPInstanceUID" in ds:
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta = meta
 
 
 def choose(stored_ts: str, accepted: list[str], has_pixels: bool = True) -> str | None:
