@@ -35,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
@@ -548,58 +547,60 @@ def timed_load(server: Server, files: Sequence[Path], folder: Path) -> float:
 
 
 def stow(servers: Sequence[Server], count: int, table: Table) -> None:
-    """STOW-RS of ``count`` new CT-sized objects per row, one client then four."""
-    for clients in (1, 4):
-        bodies = stow_bodies(count, f"{clients}")
-        megabytes = sum(len(body) for body, _ in bodies) / 1e6
-        (o_rate, o_mbs, o_error), (t_rate, t_mbs, t_error) = (
-            stow_once(server, bodies, clients, megabytes) for server in servers
-        )
-        name = f"STOW-RS {STOW_PER_REQUEST}x512x512x16/request, {clients} client(s)"
-        table.add(Row(name, "inst/s", o_rate, t_rate, o_error, t_error, True, target=1))
-        table.add(Row(name, "MB/s", o_mbs, t_mbs, o_error, t_error, True))
+    """STOW-RS of ``count`` new CT-sized objects per row, one client then four.
 
-
-def stow_once(
-    server: Server, bodies: Sequence[tuple[bytes, int]], clients: int, megabytes: float
-) -> tuple[float | None, float | None, str | None]:
+    The servers take turns: each round sends one request per client to one server at once,
+    then the same requests to the other; a server's rate is its objects over its rounds' time.
+    """
     headers = {
         "Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}',
         "Accept": ACCEPT_JSON,
     }
-    errors: list[str] = []
 
-    def send(chunk: Sequence[tuple[bytes, int]]) -> None:
-        client = Client(server.root)
-        for body, expected in chunk:
-            try:
-                status, answer = client.request("POST", "/studies", headers, body)
-            except RequestError as exc:
-                errors.append(f"error: {exc}")
-                return
-            if status not in (200, 202):
-                errors.append(f"error: {status}")
-                return
-            try:
-                stored = len(json.loads(answer).get("00081199", {}).get("Value", []))
-            except (ValueError, AttributeError):
-                stored = -1
-            if stored != expected:
-                errors.append(f"error: {stored}/{expected}")
-        client.close()
+    def send(client: Client, body: bytes, expected: int) -> str | None:
+        try:
+            status, answer = client.request("POST", "/studies", headers, body)
+        except RequestError as exc:
+            return f"error: {exc}"
+        if status not in (200, 202):
+            note(f"STOW-RS {status} from {client.prefix}: {answer[:300]!r}")
+            return f"error: {status}"
+        try:
+            stored = len(json.loads(answer).get("00081199", {}).get("Value", []))
+        except (ValueError, AttributeError):
+            stored = -1
+        return None if stored == expected else f"error: {stored}/{expected}"
 
-    chunks = [bodies[i::clients] for i in range(clients)]
-    started = time.perf_counter()
-    threads = [threading.Thread(target=send, args=(chunk,)) for chunk in chunks]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    if errors:
-        return None, None, errors[0]
-    count = sum(n for _, n in bodies)
-    return count / elapsed, megabytes / elapsed, None
+    for clients in (1, 4):
+        bodies = stow_bodies(count, f"{clients}")
+        connections = [[Client(server.root) for _ in range(clients)] for server in servers]
+        elapsed = [0.0 for _ in servers]
+        errors: list[str | None] = [None for _ in servers]
+        with cf.ThreadPoolExecutor(clients) as pool:
+            for first in range(0, len(bodies), clients):
+                round_ = bodies[first : first + clients]
+                for side in range(len(servers)):
+                    if errors[side]:
+                        continue
+                    started = time.perf_counter()
+                    outcomes = list(pool.map(send, connections[side], *zip(*round_, strict=True)))
+                    elapsed[side] += time.perf_counter() - started
+                    errors[side] = next((e for e in outcomes if e), None)
+        for side_connections in connections:
+            for client in side_connections:
+                client.close()
+        objects = sum(n for _, n in bodies)
+        megabytes = sum(len(body) for body, _ in bodies) / 1e6
+        rates = [None if e else objects / t for e, t in zip(errors, elapsed, strict=True)]
+        speeds = [None if e else megabytes / t for e, t in zip(errors, elapsed, strict=True)]
+        name = f"STOW-RS {STOW_PER_REQUEST}x512x512x16/request, {clients} client(s)"
+        for unit, values, target in (("inst/s", rates, 1.0), ("MB/s", speeds, None)):
+            table.add(
+                Row(
+                    name, unit, values[0], values[1], errors[0], errors[1],
+                    higher_is_better=True, target=target,
+                )
+            )  # fmt: skip
 
 
 def distinct(rng: random.Random, population: int, count: int) -> list[int]:
@@ -765,29 +766,22 @@ def describe(results: Sequence[int], accept: str) -> str:
 def retrieve_series(
     servers: Sequence[Server], ct: Ct, repeats: int, filled: int, table: Table
 ) -> None:
-    """MB/s of a whole 100-instance CT series (multipart, as stored), median of repeats."""
+    """MB/s of a whole 100-instance CT series (multipart, as stored), over the median time."""
     path = f"/studies/{ct.study}/series/{ct.series}"
-    figures: list[tuple[float | None, str | None]] = []
-    for server in servers:
-        rates = []
-        error = None
-        for _ in range(repeats + 1):
-            started = time.perf_counter()
-            try:
-                status, body = server.client.get(path, ACCEPT_DICOM)
-            except RequestError as exc:
-                error = f"error: {exc}"
-                break
-            if status != 200:
-                error = f"error: {status}"
-                break
-            rates.append(len(body) / 1e6 / (time.perf_counter() - started))
-        figures.append((statistics.median(rates[1:]) if not error else None, error))
+    clients = [server.client for server in servers]
+    timings = latency(clients, [path] * (repeats + 1), ACCEPT_DICOM, 1)
+
+    def rate(timing: Timing) -> float | None:
+        if timing.error or not timing.median:
+            return None
+        return statistics.median(timing.results) / 1e6 / (timing.median / 1000)
+
+    ours, theirs = timings
     table.add(
         Row(
             f"WADO series retrieval (100x512x512x16) @{filled}", "MB/s",
-            figures[0][0], figures[1][0], figures[0][1], figures[1][1],
-            higher_is_better=True, size=filled,
+            rate(ours), rate(theirs), ours.error, theirs.error,
+            higher_is_better=True, size=filled, detail=describe(theirs.results, ACCEPT_DICOM),
         )
     )  # fmt: skip
 
@@ -812,7 +806,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="5000,50000,200000", help="archive sizes (objects)")
     parser.add_argument("--queries", type=int, default=50, help="requests per latency row")
     parser.add_argument("--warmup", type=int, default=3, help="requests left out of each row")
-    parser.add_argument("--stow", type=int, default=400, help="objects per STOW-RS row")
+    parser.add_argument("--stow", type=int, default=600, help="objects per STOW-RS row")
     parser.add_argument("--skip-stow", action="store_true")
     parser.add_argument("--skip-wsi", action="store_true")
     parser.add_argument("--slide", default="32768x24576", help="WSI base level, WIDTHxHEIGHT")
