@@ -170,9 +170,9 @@ def transcode_file(src: Path | BinaryIO, dst_ts: str) -> bytes:
     Raises:
         NotAcceptable: the conversion is not possible.
     """
-    ds = pydicom.dcmread(src, force=True)
-    _complete_file_meta(ds)
-    ds = transcode_dataset(ds, dst_ts)
+    read: Dataset = pydicom.dcmread(src, force=True)
+    _complete_file_meta(read)
+    ds = transcode_dataset(read, dst_ts)
     buffer = io.BytesIO()
     target = UID(dst_ts)
     ds.save_as(
