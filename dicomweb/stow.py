@@ -85,6 +85,8 @@ MULTIPART = "multipart/related"
 DICOM_PART_TYPES = ("", DICOM, "application/octet-stream")
 #: Parts being parsed and stored on the worker threads while the next one arrives.
 IN_FLIGHT = 4
+#: Staged objects whose index rows are written together while later parts arrive.
+INDEX_BATCH = 16
 #: Largest metadata part of a metadata-and-bulk-data request.
 MAX_METADATA = 64 * 1024 * 1024
 #: At most this many Warning header fields in a response.
@@ -260,6 +262,8 @@ class Stow:
         self.source = f"stow-rs:{request.remote or '-'}"
         self.slots: list[Slot] = []
         self._pending: set[asyncio.Future[None]] = set()
+        self._ready: list[Slot] = []  # staged, waiting for their index rows
+        self._indexing: asyncio.Future[None] | None = None
         self._spools: list[Spool] = []
         self._scratch: list[Path] = []
         self._received = 0
@@ -359,13 +363,25 @@ class Stow:
             self._spools.remove(spool)
 
     async def _spool_part(self, reader: MultipartReader) -> Spool:
-        spool = await self._new_spool()
+        spool: Spool | None = None
         try:
             while piece := await reader.read_chunk():
-                await run(self.request, spool.write, piece)
+                if spool is None:
+                    spool = await run(self.request, self._open_spool, piece)
+                else:
+                    await run(self.request, spool.write, piece)
+            if spool is None:
+                spool = await run(self.request, self._open_spool, b"")
         except BaseException:
-            self._forget(spool)
+            if spool is not None:
+                self._forget(spool)
             raise
+        return spool
+
+    def _open_spool(self, first: bytes) -> Spool:
+        spool = Spool(self.archive)
+        self._spools.append(spool)
+        spool.write(first)
         return spool
 
     def _submit(self, slot: Slot, spool: Spool) -> None:
@@ -376,6 +392,27 @@ class Stow:
         future = asyncio.ensure_future(run(self.request, self._take_spool, slot, spool))
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
+        future.add_done_callback(lambda _f: self._staged(slot))
+
+    def _staged(self, slot: Slot) -> None:
+        """A part is stored; its row is written with the next batch."""
+        if slot.staged is not None:
+            self._ready.append(slot)
+        self._index_ready(INDEX_BATCH)
+
+    def _index_ready(self, at_least: int) -> None:
+        """Write the rows of the staged objects on a worker thread (one batch at a time)
+        while later parts are still arriving."""
+        if self._indexing is not None and not self._indexing.done():
+            return
+        if len(self._ready) < max(1, at_least):
+            return
+        batch, self._ready = self._ready, []
+        future = asyncio.ensure_future(run(self.request, self._index_slots, batch))
+        self._indexing = future
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        future.add_done_callback(lambda _f: self._index_ready(INDEX_BATCH))
 
     async def _throttle(self) -> None:
         while len(self._pending) >= IN_FLIGHT:
@@ -508,19 +545,24 @@ class Stow:
         except Exception:  # an orphan object; `vna verify` reports it
             log.exception("could not remove object %s", key)
 
-    def _index_all(self) -> int:
-        """Write the index rows of every staged object in one transaction."""
+    def _index_slots(self, slots: list[Slot]) -> None:
+        """Write the index rows of staged objects in one transaction."""
         staged: list[Staged] = []
-        out: list[Outcome] = [None] * len(self.slots)
-        for position, slot in enumerate(self.slots):
+        out: list[Outcome] = [None] * len(slots)
+        for position, slot in enumerate(slots):
             if slot.staged is not None:
                 slot.staged.index = position
                 staged.append(slot.staged)
         index_staged(self.archive, staged, self.source, out)
-        for position, slot in enumerate(self.slots):
+        for position, slot in enumerate(slots):
             if slot.staged is not None:
                 slot.outcome = out[position] or StorageError("the object was not indexed")
                 slot.staged = None
+
+    def _index_all(self) -> int:
+        """Write the rows of every object still staged; the number of objects stored."""
+        self._ready.clear()
+        self._index_slots([slot for slot in self.slots if slot.staged is not None])
         return sum(isinstance(slot.outcome, IngestResult) for slot in self.slots)
 
     # -- finishing -----------------------------------------------------------------------
@@ -545,7 +587,7 @@ class Stow:
         self._cleanup()
 
     async def _wait_pending(self) -> None:
-        if self._pending:
+        while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     def _cleanup(self) -> None:
