@@ -381,6 +381,7 @@ def test_the_cap_cuts_with_the_standard_warning(populated: Populated) -> None:
         ("StudyDate=2020-13-45", "StudyDate"),
         ("StudyDate=20201345", "StudyDate"),
         ("StudyTime=ab", "StudyTime"),
+        ("StudyTime=2500-", "StudyTime"),
         ("colour=blue&shape=round", "colour, shape"),
         ("PatientID=P1&patientid=P2", "patientid"),
         ("limit=-1", "limit"),

@@ -39,6 +39,16 @@ def is_date(text: str) -> bool:
     return True
 
 
+def is_time(text: str) -> bool:
+    """Whether ``text`` is a TM value (HH, HHMM, HHMMSS, HHMMSS.F-FFFFFF) of a real time;
+    a leap second (60) is allowed."""
+    if not _TIME.match(text):
+        return False
+    digits = text.split(".")[0]
+    hours, minutes, seconds = digits[:2], digits[2:4] or "0", digits[4:6] or "0"
+    return int(hours) < 24 and int(minutes) < 60 and int(seconds) <= 60
+
+
 def is_uid(text: str) -> bool:
     """Whether ``text`` can be a UID (tolerant: letters, ``-`` and ``_`` are let through, as
     found in the wild)."""
@@ -202,7 +212,7 @@ def match_time(norm_column: Any, value: str, keyword: str) -> ColumnElement[bool
     bounds = _range(value)
     values = [bounds[0], bounds[1]] if bounds else [value.strip()]
     for v in values:
-        if v and not _TIME.match(v.replace(":", "")):
+        if v and not is_time(v.replace(":", "")):
             raise BadRequest(f"{keyword}: {v!r} is not a time (HHMMSS.FFFFFF)")
     if bounds is None:
         low, high = norm_time(value), norm_time(value, upper=True)
