@@ -451,7 +451,9 @@ def _xml_parts(headers: Any, body: bytes) -> list[Any]:
     parts = []
     for part in message.iter_parts():
         assert part.get_content_type() == "application/dicom+xml"
-        parts.append(ElementTree.fromstring(part.get_payload(decode=True)))
+        payload = part.get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        parts.append(ElementTree.fromstring(payload))
     return parts
 
 

@@ -6,6 +6,7 @@ import json
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from pydicom.dataset import Dataset
 
@@ -18,10 +19,11 @@ from vna.query import QueryRequest, find
 from vna.query_json import search
 
 
-def _get(server: WebServer, path: str) -> list[dict]:  # type: ignore[type-arg]
+def _get(server: WebServer, path: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(server.url + path, timeout=30) as resp:
         assert resp.status == 200
-        return json.loads(resp.read())  # type: ignore[no-any-return]
+        result: list[dict[str, Any]] = json.loads(resp.read())
+        return result
 
 
 def test_search_on_each_back_end(any_web_server: WebServer, tmp_path: Path) -> None:
@@ -77,6 +79,6 @@ def test_json_answers_agree_with_the_core_datasets(local_archive: Archive, tmp_p
                 assert f.get(key, {}).get("Value") == item.get("Value"), (level, key)
 
 
-def _comparable(ds: Dataset) -> dict:  # type: ignore[type-arg]
+def _comparable(ds: Dataset) -> dict[str, Any]:
     obj, _ = dicomjson.dataset_to_json(ds)
     return obj
