@@ -1,0 +1,132 @@
+"""The streaming multipart/related reader (RFC 2046 5.1) behind STOW-RS, on hostile input."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from dicomweb.multipart import IncompleteBody, MultipartError, MultipartReader, boundary_of
+
+BOUNDARY = "b0und'ary (x)"
+
+
+def body(parts: list[bytes], eol: bytes = b"\r\n", padding: bytes = b"") -> bytes:
+    out = b"a preamble to ignore" + eol
+    for data in parts:
+        out += b"--" + BOUNDARY.encode() + padding + eol
+        out += b"Content-Type: application/dicom" + eol + b"Content-Location: x" + eol + eol
+        out += data + eol
+    return out + b"--" + BOUNDARY.encode() + b"--" + eol + b"an epilogue"
+
+
+def parse(
+    data: bytes, step: int, chunk_size: int = 4096
+) -> tuple[list[tuple[dict[str, str], bytes]], int]:
+    """The parts of ``data`` read ``step`` bytes at a time; and the largest piece handed on."""
+
+    async def main() -> tuple[list[tuple[dict[str, str], bytes]], int]:
+        position = 0
+
+        async def read() -> bytes:
+            nonlocal position
+            piece = data[position : position + step]
+            position += len(piece)
+            return piece
+
+        reader = MultipartReader(read, BOUNDARY, chunk_size=chunk_size)
+        parts = []
+        largest = 0
+        while (headers := await reader.next_part()) is not None:
+            content = bytearray()
+            while piece := await reader.read_chunk():
+                largest = max(largest, len(piece))
+                content += piece
+            parts.append((headers.fields, bytes(content)))
+        return parts, largest
+
+    return asyncio.run(main())
+
+
+PARTS = [
+    b"",
+    b"x",
+    b"\r\n",
+    b"\r\n--b0und'ary",  # a prefix of the delimiter inside the content
+    bytes(random.Random(7).randrange(256) for _ in range(50_000)),
+    b"ends with CR\r",
+]
+
+
+@pytest.mark.parametrize("step", [1, 3, 64, 4095, 65536, 10**9])
+def test_parts_come_out_whole_whatever_the_read_sizes(step: int) -> None:
+    parts, largest = parse(body(PARTS, padding=b" \t"), step)
+    assert [content for _h, content in parts] == PARTS
+    assert parts[0][0] == {"content-type": "application/dicom", "content-location": "x"}
+    assert largest <= 4096 + step + 64  # bounded pieces, whatever the part size
+
+
+def test_lf_only_line_breaks_are_tolerated() -> None:
+    parts, _ = parse(body(PARTS[:5], eol=b"\n"), 100)
+    assert [content for _h, content in parts] == PARTS[:5]
+
+
+def test_folded_header_and_no_headers() -> None:
+    data = (
+        b"--" + BOUNDARY.encode() + b"\r\nContent-Type: application/dicom;\r\n"
+        b" transfer-syntax=1.2.840.10008.1.2.1\r\n\r\nA\r\n"
+        b"--" + BOUNDARY.encode() + b"\r\n\r\nB\r\n--" + BOUNDARY.encode() + b"--"
+    )
+    parts, _ = parse(data, 7)
+    assert parts[0][0]["content-type"] == "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
+    assert parts == [(parts[0][0], b"A"), ({}, b"B")]
+
+
+@pytest.mark.parametrize("cut", [40, 60, 200, 30_000, -40, -14])
+def test_a_body_cut_short_is_incomplete(cut: int) -> None:
+    data = body(PARTS[3:5])
+    with pytest.raises(IncompleteBody):
+        parse(data[:cut] if cut > 0 else data[: len(data) + cut - len(b"an epilogue")], 1000)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"", "empty"),
+        (b"no delimiter here at all" * 5000, "no multipart delimiter"),
+        (b"--" + BOUNDARY.encode() + b"garbage\r\n\r\nx", "delimiter line"),
+        (b"--" + BOUNDARY.encode() + b"\r\nno colon line\r\n\r\nx", "malformed header"),
+        (b"--" + BOUNDARY.encode() + b"\r\nX-Long: " + b"a" * 100_000, "too long"),
+    ],
+)
+def test_malformed_bodies(data: bytes, words: str) -> None:
+    with pytest.raises(MultipartError, match=words):
+        parse(data, 4096)
+
+
+def test_boundary_parameter() -> None:
+    assert boundary_of({"boundary": "abc"}) == "abc"
+    for bad in ({}, {"boundary": ""}, {"boundary": "x" * 71}, {"boundary": "ends with space "}):
+        with pytest.raises(MultipartError):
+            boundary_of(bad)
+
+
+def test_connection_errors_are_an_incomplete_body() -> None:
+    async def main() -> None:
+        calls = 0
+
+        async def read() -> bytes:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                raise ConnectionResetError("peer went away")
+            return b"--" + BOUNDARY.encode() + b"\r\n\r\npartial content"
+
+        reader = MultipartReader(read, BOUNDARY)
+        assert await reader.next_part() is not None
+        with pytest.raises(IncompleteBody, match="connection was lost"):
+            while await reader.read_chunk():
+                pass
+
+    asyncio.run(main())
