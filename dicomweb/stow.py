@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import importlib.util
 import json
 import logging
 import shutil
@@ -48,6 +46,7 @@ from dicomweb.multipart import (
     PartHeaders,
     boundary_of,
 )
+from dicomweb.xml import to_native_xml
 from vna.archive import Archive
 from vna.convert.stow import objects_from_bulk
 from vna.errors import (
@@ -216,9 +215,7 @@ async def store(request: web.Request) -> web.StreamResponse:
 
 def _response_type(request: web.Request) -> str:
     """The response media type; 406 when the client accepts none (before the body is read)."""
-    offered = [DICOM_JSON, JSON]
-    if importlib.util.find_spec("dicomweb.xml") is not None:
-        offered.append(DICOM_XML)
+    offered = [DICOM_JSON, JSON, DICOM_XML]
     chosen = accepted(parse_accept(request.headers.get("Accept")), offered)
     if chosen is None:
         raise NotAcceptable("a STOW-RS response can be given as " + ", ".join(offered) + " only")
@@ -268,16 +265,24 @@ class Stow:
         self._scratch: list[Path] = []
         self._received = 0
         self._limit = archive.settings.dicomweb_max_upload
+        self._over_limit = False
         #: Parts received in full (stored or not).
         self.complete_parts = 0
 
     # -- reading the body ----------------------------------------------------------------
 
     async def _read(self) -> bytes:
+        """The next chunk of the body; past ``dicomweb_max_upload`` TooLarge (the bytes up
+        to the limit are still handed on, so parts complete within it can be stored)."""
+        if self._over_limit:
+            raise TooLarge()
         data = await self.request.content.readany()
         self._received += len(data)
         if self._limit and self._received > self._limit:
-            raise TooLarge()
+            self._over_limit = True
+            data = data[: len(data) - (self._received - self._limit)]
+            if not data:
+                raise TooLarge()
         return data
 
     def _slot(self) -> Slot:
@@ -656,10 +661,7 @@ class Stow:
             status = ALL_STORED
         response: web.Response
         if response_type == DICOM_XML:
-            xml = importlib.import_module("dicomweb.xml")
-            response = web.Response(
-                status=status, body=xml.to_native_xml(body), content_type=DICOM_XML
-            )
+            response = web.Response(status=status, body=to_native_xml(body), content_type=DICOM_XML)
         else:
             # no charset parameter: DICOM JSON is UTF-8 by definition (PS3.18 F.2), and
             # clients (dicomweb-client) compare the media type exactly
