@@ -60,7 +60,23 @@ def service_url(request: web.Request) -> str:
     if configured:
         return configured.rstrip("/")
     root = request.get(ROOT) or request.app[PREFIX]
-    return f"{request.scheme}://{request.host}{root}"
+    return f"{request.scheme}://{_authority(request)}{root}"
+
+
+def _authority(request: web.Request) -> str:
+    """Host and port the client reached. Some clients send ``Host`` without the port; then
+    the listening port is added unless a proxy forwarded the request (a proxy's clients
+    reach it on the scheme's default port; set ``dicomweb_base_url`` for anything else)."""
+    host = request.host
+    if host.endswith("]") or ":" not in host:
+        if "X-Forwarded-Host" in request.headers or "Forwarded" in request.headers:
+            return host
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        port = sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+        default = 443 if request.scheme == "https" else 80
+        if port and port != default:
+            return f"{host}:{port}"
+    return host
 
 
 def wants_gzip(request: web.Request) -> bool:
