@@ -377,10 +377,22 @@ def read_object(path: Path) -> ParsedObject:
             f"{sop_instance}; the data set's is used"
         )
 
+    # Offsets of top-level binary values, taken before JSON encoding converts the raw
+    # elements (a converted element no longer knows where its value lies in the file).
+    top_level = {
+        int(tag): raw.value_tell
+        for tag in list(dataset.keys())
+        if isinstance(raw := dataset.get_item(tag, keep_deferred=True), RawDataElement)
+        and (raw.VR or "UN") in dicomjson.BINARY_VRS
+    }
+
     def bulk_uri(tag_path: tuple[int, ...], vr: str, length: int) -> str:
         raw = _raw_at(dataset, tag_path)
-        if raw is not None and not deflated:
-            bulk[dicomjson.path_text(tag_path)] = (raw.value_tell, length)
+        if not deflated:
+            if raw is not None:
+                bulk[dicomjson.path_text(tag_path)] = (raw.value_tell, length)
+            elif len(tag_path) == 1 and tag_path[0] in top_level:
+                bulk[dicomjson.path_text(tag_path)] = (top_level[tag_path[0]], length)
         return dicomjson.default_bulk_uri(tag_path, vr, length)
 
     metadata, json_warnings = dicomjson.dataset_to_json(dataset, bulk_uri)

@@ -172,3 +172,29 @@ def test_patient_key_same_from_metadata_and_dataset(path: Path) -> None:
 
     parsed = read_object(path)
     assert patient_key(parsed.metadata) == dataset_patient_key(parsed.dataset)
+
+
+def test_bulk_offsets_of_small_top_level_values_are_recorded(tmp_path: Path) -> None:
+    """An encapsulated document below the deferred-read size still gets a byte range, so its
+    BulkDataURI is served by one ranged read."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from vna.dicomfile import read_object
+
+    document = b"%PDF-1.4" + bytes(range(256)) * 8
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"
+    ds.SOPInstanceUID = "1.2.3.4.5"
+    ds.StudyInstanceUID = "1.2.3.4"
+    ds.SeriesInstanceUID = "1.2.3.4.1"
+    ds.EncapsulatedDocument = document
+    path = tmp_path / "doc.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    parsed = read_object(path)
+    offset, length = parsed.bulk["00420011"]
+    assert path.read_bytes()[offset : offset + length] == document
