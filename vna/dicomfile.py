@@ -379,12 +379,11 @@ def read_object(path: Path) -> ParsedObject:
 
     # Offsets of top-level binary values, taken before JSON encoding converts the raw
     # elements (a converted element no longer knows where its value lies in the file).
-    top_level = {
-        int(tag): raw.value_tell
-        for tag in list(dataset.keys())
-        if isinstance(raw := dataset.get_item(tag, keep_deferred=True), RawDataElement)
-        and (raw.VR or "UN") in dicomjson.BINARY_VRS
-    }
+    top_level: dict[int, int] = {}
+    for tag in list(dataset.keys()):
+        item = dataset.get_item(tag, keep_deferred=True)
+        if isinstance(item, RawDataElement) and (item.VR or "UN") in dicomjson.BINARY_VRS:
+            top_level[int(tag)] = item.value_tell
 
     def bulk_uri(tag_path: tuple[int, ...], vr: str, length: int) -> str:
         raw = _raw_at(dataset, tag_path)
