@@ -509,13 +509,15 @@ class Stow:
                         route=self.route,
                     )
             else:
-                done, staged = stage_files(self.archive, [path])
+                done, staged = stage_files(self.archive, [path], move=spooled, hashes=[(sha, size)])
                 if staged:
                     item = staged[0]
                     mismatch = self._study_mismatch(item.result)
                     if mismatch is not None:
                         self._unstore(item.key)
                         slot.outcome = mismatch
+                        slot.sop_class = item.result.sop_class_uid
+                        slot.sop_instance = item.result.sop_instance_uid
                     else:
                         slot.staged = item
                 else:

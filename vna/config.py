@@ -147,6 +147,11 @@ class Settings:
         "blocks on them).",
         8,
     )
+    dicomweb_processes: int = _doc(
+        "DICOMweb server processes sharing the HTTP port (the kernel spreads connections over "
+        "them): 0 means one per CPU core, at most 4.",
+        0,
+    )
     dicomweb_base_url: str = _doc(
         "Public URL of the DICOMweb service (`https://pacs.example.org/dicom-web`) used in "
         "RetrieveURL and BulkDataURI values behind a proxy; empty derives it from each request.",
@@ -186,6 +191,13 @@ class Settings:
     def effective_deid_key_file(self) -> Path:
         """The key file (explicit, or the default one in the data folder)."""
         return self.deid_key_file or self.data_dir / "keys" / "deid.key"
+
+    @property
+    def effective_http_processes(self) -> int:
+        """Number of DICOMweb server processes (``dicomweb_processes``, 0 = CPU cores, <= 4)."""
+        if self.dicomweb_processes > 0:
+            return self.dicomweb_processes
+        return max(1, min(4, os.cpu_count() or 1))
 
     @property
     def effective_spool_dir(self) -> Path:

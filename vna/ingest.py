@@ -458,11 +458,19 @@ class Staged:
 Outcome = IngestResult | VnaError | None
 
 
-def stage_files(archive: Archive, paths: list[Path]) -> tuple[list[Outcome], list[Staged]]:
+def stage_files(
+    archive: Archive,
+    paths: list[Path],
+    *,
+    move: bool = False,
+    hashes: list[tuple[str, int]] | None = None,
+) -> tuple[list[Outcome], list[Staged]]:
     """Hash, parse, check and store each file (durably); the index rows are not written.
 
-    Returns the outcome of every path that is already decided (refused, duplicate) and the
-    stored objects that still need their row (see index_staged).
+    With ``move`` the store takes the files (a rename on the filesystem store: spooled
+    uploads are not copied); ``hashes`` gives (SHA-256, size) already computed while the
+    files were received. Returns the outcome of every path that is already decided
+    (refused, duplicate) and the stored objects that still need their row (index_staged).
     """
     out: list[Outcome] = [None] * len(paths)
     staged: list[Staged] = []
@@ -470,7 +478,7 @@ def stage_files(archive: Archive, paths: list[Path]) -> tuple[list[Outcome], lis
     with archive.db.engine.connect() as conn:
         for i, path in enumerate(paths):
             try:
-                sha, size = file_sha256(path)
+                sha, size = hashes[i] if hashes is not None else file_sha256(path)
                 parsed = read_object(path)
                 result = _new_result(parsed, sha, size)
                 previous = _check_policies_in(
@@ -480,7 +488,7 @@ def stage_files(archive: Archive, paths: list[Path]) -> tuple[list[Outcome], lis
                     out[i] = _duplicate(result, parsed, previous, move=False)
                     continue
                 key = new_storage_key()
-                _put(archive, key, path, move=False)
+                _put(archive, key, path, move=move)
                 staged.append(Staged(i, parsed, key, result))
             except VnaError as exc:
                 out[i] = exc

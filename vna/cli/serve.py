@@ -9,6 +9,9 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import multiprocessing
+import multiprocessing.process
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ import typer
 
 from vna.archive import Archive
 from vna.cli.base import DataDir, app, console, fail, settings_from_cli
+from vna.config import Settings
 from vna.errors import VnaError
 
 log = logging.getLogger(__name__)
@@ -34,13 +38,10 @@ def _front_end(module: str) -> Any | None:
 
 async def _serve(archive: Archive, dimse: bool, http: bool) -> None:
     settings = archive.settings
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = _stop_event()
     dimse_server = None
     runner = None
+    children: list[multiprocessing.process.BaseProcess] = []
     dimse_mod = _front_end("dimse.server") if dimse else None
     web_mod = _front_end("dicomweb.app") if http else None
     if dimse_mod is not None:
@@ -51,14 +52,12 @@ async def _serve(archive: Archive, dimse: bool, http: bool) -> None:
             highlight=False,
         )
     if web_mod is not None:
-        from aiohttp import web
-
-        runner = web.AppRunner(web_mod.create_app(archive), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, settings.bind_address, settings.http_port)
-        await site.start()
+        processes = settings.effective_http_processes if settings.http_port else 1
+        runner = await _start_http(web_mod, archive, reuse_port=processes > 1)
+        children = [_spawn_http(settings) for _ in range(processes - 1)]
         console.print(
-            f"DICOMweb: http://{settings.bind_address}:{settings.http_port}/dicom-web",
+            f"DICOMweb: http://{settings.bind_address}:{settings.http_port}/dicom-web "
+            f"({processes} process{'es' if processes > 1 else ''})",
             highlight=False,
         )
     if dimse_server is None and runner is None:
@@ -68,10 +67,71 @@ async def _serve(archive: Archive, dimse: bool, http: bool) -> None:
     try:
         await stop.wait()
     finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.join(15)
+            if child.is_alive():
+                child.kill()
         if runner is not None:
             await runner.cleanup()
         if dimse_server is not None:
             dimse_server.stop()
+
+
+def _stop_event() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _start_http(web_mod: Any, archive: Archive, *, reuse_port: bool) -> Any:
+    """The DICOMweb site on the HTTP port; with ``reuse_port`` several processes share it
+    (SO_REUSEPORT: the kernel spreads new connections over them)."""
+    from aiohttp import web
+
+    settings = archive.settings
+    runner = web.AppRunner(web_mod.create_app(archive), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, settings.bind_address, settings.http_port, reuse_port=reuse_port or None
+    )
+    await site.start()
+    return runner
+
+
+def _spawn_http(settings: Settings) -> multiprocessing.process.BaseProcess:
+    """One more DICOMweb process on the same port (a fresh interpreter: no shared state)."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=_http_process, args=(settings, os.getpid()), name="vna-dicomweb", daemon=True
+    )
+    process.start()
+    return process
+
+
+def _http_process(settings: Settings, parent: int) -> None:
+    """Body of an extra DICOMweb process: serve until told to stop or the parent is gone."""
+    archive = Archive.open(settings, migrate=False)  # the parent has migrated
+    web_mod = _front_end("dicomweb.app")
+
+    async def main() -> None:
+        stop = _stop_event()
+        runner = await _start_http(web_mod, archive, reuse_port=True)
+        try:
+            while not stop.is_set() and os.getppid() == parent:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(main())
+    finally:
+        archive.close()
 
 
 @app.command("serve")
