@@ -20,6 +20,7 @@ from typing import Any
 
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.utils import make_target
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class WakingDUL(DULServiceProvider):
         woken._wake_r, woken._wake_w = socket.socketpair()
         woken._wake_r.setblocking(False)
         woken._wake_w.setblocking(False)
+        # pynetdicom bound the thread's target to its own reactor when it built the DUL
+        woken._target = make_target(woken.run_reactor)  # type: ignore[attr-defined]
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # full pipe: it is awake already

@@ -3,7 +3,9 @@
 Matches are streamed: each pending response is sent as soon as its row is read, so the
 first answer leaves before the whole result is built. A C-CANCEL is looked for before each
 response and ends the query at once (the iterator is closed, which ends the database read).
-The number of answers is capped by ``max_query_results``; when more match, the final
+After the first, responses leave in groups of up to
+BATCH, packed into as few PDUs as the peer's maximum PDU length allows. The number of
+answers is capped by ``max_query_results``; when more match, the final
 response is the warning "matching reached response limit" (0xB001).
 """
 
@@ -15,10 +17,13 @@ from typing import Any
 from pynetdicom.dimse_primitives import C_FIND
 
 from dimse import identifiers, status
-from dimse.transfer import encode_find_response, send_message
+from dimse.transfer import encode_find_response, send_messages
 from vna import query
 
 log = logging.getLogger(__name__)
+
+#: Pending responses packed together after the first (C-CANCEL is checked before each).
+BATCH = 16
 
 
 def fuzzy_negotiated(assoc: Any, sop_class: str) -> bool:
@@ -43,9 +48,8 @@ def find_scp(assoc: Any, req: C_FIND, context: Any) -> None:
     message_id = int(req.MessageID or 0)
 
     def final(code: int, comment: str = "") -> None:
-        send_message(
-            assoc, cx_id, encode_find_response(sop_class, message_id, code, False, comment), None
-        )
+        response = encode_find_response(sop_class, message_id, code, False, comment)
+        send_messages(assoc, cx_id, [(response, None)])
 
     cap = services.settings.max_query_results or None
     try:
@@ -64,34 +68,47 @@ def find_scp(assoc: Any, req: C_FIND, context: Any) -> None:
         return
     pending = status.PENDING_WARNING if warn else status.PENDING
     sent = 0
+    batch: list[tuple[bytes, bytes | None]] = []
+
+    def flush() -> None:
+        send_messages(assoc, cx_id, batch)
+        batch.clear()
+
     try:
         for match in matches:
             if is_cancelled(assoc, message_id):
+                batch.clear()
                 final(status.CANCEL)
                 return
             if cap is not None and sent >= cap:
+                flush()
                 final(status.RESPONSE_LIMIT_REACHED, f"more than {cap} matches; narrow the query")
                 return
             answer = identifiers.answer(found, match, services.ae_title)
-            send_message(
-                assoc,
-                cx_id,
-                encode_find_response(sop_class, message_id, pending, True),
-                identifiers.encode(answer, transfer_syntax),
+            batch.append(
+                (
+                    encode_find_response(sop_class, message_id, pending, True),
+                    identifiers.encode(answer, transfer_syntax),
+                )
             )
             sent += 1
+            if sent == 1 or len(batch) >= BATCH:
+                flush()  # the first answer goes out at once, the others in groups
             if not assoc.is_established:
                 return
     except Exception as exc:
         _log_failure(assoc, exc)
+        batch.clear()
         final(status.status_for(exc, status.FIND), status.error_comment(exc))
         return
     finally:
         matches.close()  # type: ignore[attr-defined]
     if is_cancelled(assoc, message_id):
+        batch.clear()
         final(status.CANCEL)
         return
-    final(status.SUCCESS)
+    batch.append((encode_find_response(sop_class, message_id, status.SUCCESS, False), None))
+    flush()
 
 
 def _log_failure(assoc: Any, exc: Exception) -> None:

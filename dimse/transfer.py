@@ -200,6 +200,50 @@ def encode_find_response(
     return _command_element(0x00000000, struct.pack("<I", len(body))) + body
 
 
+def send_messages(assoc: Any, cx_id: int, messages: Iterable[tuple[bytes, bytes | None]]) -> None:
+    """Send several messages (command set, data set), each in one P-DATA-TF PDU when the
+    peer's maximum PDU length allows (a PDU may carry several PDVs, PS3.8 9.3.5): each PDU
+    costs a turn of the DUL thread. A value too large for one PDU is fragmented as
+    :func:`send_message` does."""
+    max_pdu = int(assoc.dimse.maximum_pdu_size or 0)
+    limit = max_pdu if max_pdu else UNLIMITED_FRAGMENT
+    pending: list[tuple[int, bytes]] = []
+    used = 0
+
+    def flush() -> None:
+        nonlocal pending, used
+        if pending:
+            _send_pdvs(assoc, pending)
+            pending, used = [], 0
+
+    for command, data_set in messages:
+        values = [(b"\x03", command)] + ([(b"\x02", data_set)] if data_set is not None else [])
+        sizes = [6 + len(value) + len(value) % 2 for _header, value in values]
+        if max(sizes) > limit:
+            flush()
+            send_message(assoc, cx_id, command, data_set)
+            continue
+        for (header, value), size in zip(values, sizes, strict=True):
+            if used + size > limit:
+                flush()
+            padded = value + b"\x00" if len(value) % 2 else value
+            pending.append((cx_id, header + padded))
+            used += size
+        # a PDU carries fragments of one message only: some peers (dcmtk) read no further
+        # than the end of the message in a PDU
+        flush()
+
+
+def _send_pdvs(assoc: Any, values: list[tuple[int, bytes]]) -> None:
+    while assoc.dul.to_provider_queue.qsize() >= QUEUE_DEPTH:
+        if not assoc.is_established:
+            raise SendFailed("the association ended while sending")
+        time.sleep(0.0002)
+    pdata = P_DATA()
+    pdata.presentation_data_value_list.extend(values)
+    assoc.dul.send_pdu(pdata)
+
+
 def send_message(assoc: Any, cx_id: int, command: bytes, data_set: bytes | None) -> None:
     """Send an encoded command set and data set as P-DATA fragments (PS3.8 E.2 headers:
     bit 0 command, bit 1 last fragment). The caller holds the association's reactor."""
