@@ -10,6 +10,7 @@ whole-slide image (a synthetic Aperio slide converted by ``vna convert``).
 Both servers get the same objects and the same requests, sent by the same client code
 (http.client, one keep-alive connection; warm-up requests left out), with keys drawn at
 random so that no two requests of a row ask for the same patient, study or instance. The
+servers take turns every 10 requests (see ``latency``). The
 archives grow from one size to the next: small 64x64 objects in studies of 10 to 20
 instances (every fifth study has two series), 1.5 studies per patient, dates spread over
 eight years, five modalities; loaded with ``vna import`` into ours and ``POST /instances``
@@ -351,37 +352,58 @@ class Timing:
     results: list[int] = field(default_factory=list)
 
 
+BLOCK = 10
+
+
 def latency(
     clients: Sequence[Client], paths: Sequence[str], accept: str, warmup: int
 ) -> list[Timing]:
-    """Milliseconds per request (the whole body read) on each server, the servers taking
-    turns request by request so that other work on the machine weighs on both alike; the
-    first ``warmup`` requests are not counted. A server's row stops at its first failure.
-    ``results`` holds the number of matches of JSON answers, else the body size."""
+    """Milliseconds per request (the whole body read) on each server, warm.
+
+    The first ``warmup`` paths are sent first and not counted. The others go in blocks of
+    ``BLOCK`` requests sent back to back, the servers taking turns block by block so that
+    other work on the machine weighs on both alike; each block starts with one more
+    uncounted request (a warm-up path again), because on this kind of virtual machine a
+    request to a server idle for some milliseconds (here: while the other one worked)
+    costs about a millisecond more whatever the server. A server's row stops at its first
+    failure. ``results`` holds the number of matches of JSON answers, else the body size.
+    """
     times: list[list[float]] = [[] for _ in clients]
     results: list[list[int]] = [[] for _ in clients]
     errors: list[str | None] = [None for _ in clients]
-    for n, path in enumerate(paths):
-        for side, client in enumerate(clients):
-            if errors[side]:
+    warm, timed = paths[:warmup], paths[warmup:]
+
+    def send(side: int, path: str) -> tuple[float, bytes] | None:
+        client = clients[side]
+        started = time.perf_counter()
+        try:
+            status, body = client.get(path, accept)
+        except RequestError as exc:
+            errors[side] = f"error: {exc}"
+            return None
+        elapsed = time.perf_counter() - started
+        if status == 204:
+            return elapsed, b"[]"
+        if status != 200:
+            note(f"{status} from {client.prefix}{path}: {body[:300].decode(errors='replace')}")
+            errors[side] = f"error: {status}"
+            return None
+        return elapsed, body
+
+    for side in range(len(clients)):
+        for path in warm:
+            if send(side, path) is None:
+                break
+    for number, first in enumerate(range(0, len(timed), BLOCK)):
+        for side in range(len(clients)):
+            if errors[side] or (warm and send(side, warm[number % len(warm)]) is None):
                 continue
-            started = time.perf_counter()
-            try:
-                status, body = client.get(path, accept)
-            except RequestError as exc:
-                errors[side] = f"error: {exc}"
-                continue
-            elapsed = time.perf_counter() - started
-            if status == 204:
-                body = b"[]"
-            elif status != 200:
-                text = body[:300].decode(errors="replace")
-                note(f"{status} from {client.prefix}{path}: {text}")
-                errors[side] = f"error: {status}"
-                continue
-            if n >= warmup:
-                times[side].append(elapsed * 1000)
-                results[side].append(count_results(body, accept))
+            for path in timed[first : first + BLOCK]:
+                answer = send(side, path)
+                if answer is None:
+                    break
+                times[side].append(answer[0] * 1000)
+                results[side].append(count_results(answer[1], accept))
     timings = []
     for side_times, side_results, error in zip(times, results, errors, strict=True):
         if error or not side_times:
@@ -461,6 +483,11 @@ class Table:
     def add(self, row: Row) -> None:
         self.rows.append(row)
         print(self.line(row), flush=True)
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15-minute load averages (other work weighs on the figures)."""
+    return ", ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def note(text: str) -> None:
@@ -878,7 +905,8 @@ def main() -> None:
                     f"filled to {size} objects (+{count}, written in {made:.0f} s): "
                     f"vna import -j {args.import_workers} {took[0]:.0f} s "
                     f"({count / took[0]:.0f}/s), Orthanc POST /instances x"
-                    f"{args.orthanc_clients} {took[1]:.0f} s ({count / took[1]:.0f}/s)"
+                    f"{args.orthanc_clients} {took[1]:.0f} s ({count / took[1]:.0f}/s); "
+                    f"load average {load_average()}"
                 )
                 filled = size
                 rng = random.Random(size)
@@ -891,6 +919,7 @@ def main() -> None:
                 wado = wado_paths(catalogue, filled, ct, slide, n, rng)
                 measure_rows(servers, wado, filled, args.warmup, table, False)
                 retrieve_series(servers, ct, args.retrievals, filled, table)
+                note(f"measured at {size} objects; load average {load_average()}")
             for server in servers:
                 server.client.close()
     finally:
@@ -902,10 +931,9 @@ def main() -> None:
             ours_process.wait()
 
     minutes = (time.perf_counter() - began) / 60
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(
         f"\nsummary: {os.cpu_count()} cores, run of {minutes:.0f} min, load average at the end "
-        f"{load}; ratio above 1: this archive is faster"
+        f"{load_average()}; ratio above 1: this archive is faster"
     )
     print(Table.header())
     for row in table.rows:
