@@ -172,9 +172,9 @@ class FilesystemStore:
                 if exc.errno == errno.EXDEV:
                     return None
                 raise
+            # Only the new entry must be durable: the source's folder (a spool) may lose its
+            # removal in a crash, which leaves at worst a spooled file to clean up.
             _fsync_dir(dest.parent)
-            with contextlib.suppress(OSError):
-                _fsync_dir(source.parent)
         except OSError as exc:
             _raise_store_error(exc, f"cannot move {source} to {dest}")
         return st.st_size
