@@ -42,6 +42,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.execute("PRAGMA case_sensitive_like=ON")
     cur.execute("PRAGMA cache_size=-65536")
     cur.execute("PRAGMA temp_store=MEMORY")
+    # After each checkpoint the write-ahead log is cut back to 64 MB: a long import with
+    # readers open would otherwise leave it at its largest size (gigabytes) for good.
+    cur.execute("PRAGMA journal_size_limit=67108864")
     cur.close()
 
 
@@ -180,5 +183,9 @@ class Database:
         return sorted(inspect(self.engine).get_table_names())
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (on SQLite, first fold the write-ahead log back
+        into the database and empty it, when no other process is reading)."""
+        if self.is_sqlite:
+            with contextlib.suppress(Exception), self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         self.engine.dispose()
