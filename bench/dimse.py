@@ -124,19 +124,34 @@ def prefix_number(prefix: str) -> int:
 def store(port: int, aet: str, files: list[Path], parallel: int) -> float:
     """Seconds to C-STORE the files over ``parallel`` associations."""
     chunks = [files[i::parallel] for i in range(parallel)]
+    arguments = [_storescu_arguments(chunk, i) for i, chunk in enumerate(chunks)]
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
-            ["storescu", "-aec", aet, "127.0.0.1", str(port), *map(str, chunk)],
+            ["storescu", "-aec", aet, "127.0.0.1", str(port), *args],
             env=ENV,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for chunk in chunks
+        for args in arguments
     ]
     for proc in procs:
         proc.wait()
     return time.perf_counter() - start
+
+
+def _storescu_arguments(chunk: list[Path], number: int) -> list[str]:
+    """File arguments for storescu; a long list becomes a folder of hard links (+sd), since
+    a command line cannot name tens of thousands of files."""
+    if len(chunk) <= 1000:
+        return [str(p) for p in chunk]
+    folder = chunk[0].parent / f".storescu-{number}"
+    folder.mkdir(exist_ok=True)
+    for path in chunk:
+        link = folder / path.name
+        if not link.exists():
+            os.link(path, link)
+    return ["+sd", str(folder)]
 
 
 def row(name: str, ours: float, theirs: float, unit: str) -> None:
@@ -200,6 +215,7 @@ def main() -> None:
     parser.add_argument("--ct", type=int, default=100, help="512x512 objects per C-STORE row")
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--skip-store", action="store_true", help="no C-STORE rows")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="dimse-bench-", dir=ROOT / ".bench"))
     work.mkdir(parents=True, exist_ok=True)
@@ -208,7 +224,10 @@ def main() -> None:
     theirs = start_orthanc(work, theirs_port, 28042, theirs_port + 2)
     print(f"{'row':<58} {'ours':>10} {'Orthanc':>10} {'unit':<8} {'ratio':>7}")
     try:
-        for label, count, size in (("64x64", args.small, 64), ("512x512x16", args.ct, 512)):
+        store_rows = (
+            () if args.skip_store else (("64x64", args.small, 64), ("512x512x16", args.ct, 512))
+        )
+        for label, count, size in store_rows:
             files = make_files(work / f"store-{label}", count, size, f"S{size}")
             megabytes = sum(p.stat().st_size for p in files) / 1e6
             for parallel in (1, 4):
