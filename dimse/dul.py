@@ -16,6 +16,8 @@ import logging
 import queue
 import selectors
 import socket
+import threading
+import time
 from typing import Any
 
 from pynetdicom.dul import DULServiceProvider
@@ -35,6 +37,11 @@ class WakingDUL(DULServiceProvider):
 
     _wake_r: socket.socket
     _wake_w: socket.socket
+    #: Held while a PDU is written, so PDUs sent from two threads never interleave.
+    send_lock: threading.RLock
+    _queued: int  # primitives queued for sending
+    _sent: int  # PDUs the DUL thread has written
+    _direct: bool  # direct writes allowed (see send_direct)
 
     @classmethod
     def install(cls, dul: DULServiceProvider) -> None:
@@ -45,14 +52,58 @@ class WakingDUL(DULServiceProvider):
         woken._wake_r, woken._wake_w = socket.socketpair()
         woken._wake_r.setblocking(False)
         woken._wake_w.setblocking(False)
+        woken.send_lock = threading.RLock()
+        woken._queued = 0
+        woken._sent = 0
+        woken._direct = True
         # pynetdicom bound the thread's target to its own reactor when it built the DUL
         woken._target = make_target(woken.run_reactor)  # type: ignore[attr-defined]
+
+    def _send(self, pdu: Any) -> None:
+        with self.send_lock:
+            super()._send(pdu)
+            self._sent += 1
+
+    def send_direct(self, pdu: bytes) -> bool:
+        """Write an encoded P-DATA-TF PDU from the association's own thread, skipping the
+        hand-over to the DUL thread (one thread switch per PDU is most of the cost of a
+        streamed C-FIND answer). Only once every primitive queued earlier has been sent, so
+        the order on the wire is kept; False when that does not happen at once (then the
+        caller queues the PDU as usual).
+
+        Raises:
+            OSError: the connection failed (the state machine is told, as pynetdicom does).
+        """
+        if not self._direct:
+            return False
+        deadline = time.monotonic() + 0.05
+        while self._sent < self._queued:
+            if time.monotonic() > deadline:
+                self._direct = False  # something queued is not sent: stay on the queue
+                return False
+            time.sleep(0.0001)
+        raw = getattr(self.socket, "socket", None) if self.socket is not None else None
+        if raw is None:
+            return False
+        with self.send_lock:
+            if self._sent < self._queued:
+                return False
+            try:
+                raw.sendall(pdu)
+            except OSError:
+                self.event_queue.put("Evt17")
+                self._wake()
+                raise
+        self._idle_timer.restart()
+        return True
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # full pipe: it is awake already
             self._wake_w.send(b"\0")
 
     def send_pdu(self, primitive: Any) -> None:
+        with self.send_lock:
+            self._queued += 1
         super().send_pdu(primitive)
         self._wake()
 

@@ -20,6 +20,7 @@ from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
+from dimse.dul import WakingDUL
 from vna.archive import Archive
 from vna.errors import StorageError
 from vna.retrieve import InstanceRef, iter_instance
@@ -119,13 +120,7 @@ def _fragments(chunks: Iterable[bytes], size: int) -> Iterator[tuple[bytes, bool
 
 
 def _send_pdata(assoc: Any, cx_id: int, header: bytes, data: bytes) -> None:
-    while assoc.dul.to_provider_queue.qsize() >= QUEUE_DEPTH:
-        if not assoc.is_established:
-            raise SendFailed("the association ended while sending")
-        time.sleep(0.0002)
-    pdata = P_DATA()
-    pdata.presentation_data_value_list.append((cx_id, header + data))
-    assoc.dul.send_pdu(pdata)
+    _send_pdvs(assoc, [(cx_id, header + data)])
 
 
 def send_c_store(
@@ -234,7 +229,20 @@ def send_messages(assoc: Any, cx_id: int, messages: Iterable[tuple[bytes, bytes 
         flush()
 
 
+def _pdata_pdu(values: list[tuple[int, bytes]]) -> bytes:
+    """An encoded P-DATA-TF PDU (PS3.8 9.3.5): PDV items of (context ID, header + data)."""
+    items = b"".join(struct.pack(">IB", len(value) + 1, cx_id) + value for cx_id, value in values)
+    return struct.pack(">BBI", 0x04, 0x00, len(items)) + items
+
+
 def _send_pdvs(assoc: Any, values: list[tuple[int, bytes]]) -> None:
+    dul = assoc.dul
+    if isinstance(dul, WakingDUL):
+        try:
+            if dul.send_direct(_pdata_pdu(values)):
+                return
+        except OSError as exc:
+            raise SendFailed(f"the connection failed while sending: {exc}") from exc
     while assoc.dul.to_provider_queue.qsize() >= QUEUE_DEPTH:
         if not assoc.is_established:
             raise SendFailed("the association ended while sending")
