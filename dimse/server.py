@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any, cast
@@ -174,13 +175,25 @@ class _Server(ThreadedAssociationServer):
     services: Services
 
 
+class _SharedPortServer(_Server):
+    """A listener that shares its port with the archive's other processes (SO_REUSEPORT:
+    the kernel spreads new associations over them)."""
+
+    def server_bind(self) -> None:
+        cast(socket.socket, self.socket).setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 class DimseServer:
     """The archive's DICOM listener; ``start`` returns at once, ``stop`` ends every
     association and closes the port."""
 
-    def __init__(self, archive: Archive, settings: Settings | None = None) -> None:
+    def __init__(
+        self, archive: Archive, settings: Settings | None = None, *, share_port: bool = False
+    ) -> None:
         self.archive = archive
         self.settings = settings or archive.settings
+        self.share_port = share_port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._ae: AE | None = None
@@ -220,7 +233,7 @@ class DimseServer:
             _Server,
             ae.make_server(
                 (settings.bind_address, settings.dimse_port),
-                server_class=_Server,
+                server_class=_SharedPortServer if self.share_port else _Server,
                 request_handler=_RequestHandler,
                 evt_handlers=handlers.bindings(services),
             ),

@@ -131,6 +131,12 @@ class Settings:
     dimse_timeout: int = _doc(
         "Seconds a silent DIMSE peer is waited for before its association is aborted.", 60
     )
+    dimse_processes: int = _doc(
+        "DIMSE listener processes sharing the DIMSE port (the kernel spreads associations "
+        "over them; `dimse_max_associations` applies to each): 0 means one per CPU core, at "
+        "most 4.",
+        0,
+    )
     dimse_destinations: str = _doc(
         "C-MOVE destinations and storage commitment peers known from the settings: "
         "comma-separated `AET@HOST:PORT`; `vna ae add` keeps more in the index.",
@@ -195,9 +201,12 @@ class Settings:
     @property
     def effective_http_processes(self) -> int:
         """Number of DICOMweb server processes (``dicomweb_processes``, 0 = CPU cores, <= 4)."""
-        if self.dicomweb_processes > 0:
-            return self.dicomweb_processes
-        return max(1, min(4, os.cpu_count() or 1))
+        return _processes(self.dicomweb_processes)
+
+    @property
+    def effective_dimse_processes(self) -> int:
+        """Number of DIMSE listener processes (``dimse_processes``, 0 = CPU cores, <= 4)."""
+        return _processes(self.dimse_processes)
 
     @property
     def effective_spool_dir(self) -> Path:
@@ -271,6 +280,11 @@ class Settings:
             raise ConfigError("dimse_timeout must be at least 1 second")
         self.calling_ae_rules  # noqa: B018  (raises ConfigError when malformed)
         self.dimse_destination_map  # noqa: B018
+
+
+def _processes(configured: int) -> int:
+    """A process count: as configured, or one per CPU core (at most 4) for 0."""
+    return configured if configured > 0 else max(1, min(4, os.cpu_count() or 1))
 
 
 def _list(text: str) -> list[str]:

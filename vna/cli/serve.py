@@ -39,30 +39,36 @@ def _front_end(module: str) -> Any | None:
 async def _serve(archive: Archive, dimse: bool, http: bool) -> None:
     settings = archive.settings
     stop = _stop_event()
-    dimse_server = None
-    runner = None
-    children: list[multiprocessing.process.BaseProcess] = []
     dimse_mod = _front_end("dimse.server") if dimse else None
     web_mod = _front_end("dicomweb.app") if http else None
+    # Several processes share each port (SO_REUSEPORT), since one Python process uses one
+    # core; a port of 0 (any free port) cannot be shared.
+    n_dimse = settings.effective_dimse_processes if dimse_mod and settings.dimse_port else 1
+    n_http = settings.effective_http_processes if web_mod and settings.http_port else 1
+    dimse_server = None
+    runner = None
     if dimse_mod is not None:
-        dimse_server = dimse_mod.DimseServer(archive)
+        dimse_server = dimse_mod.DimseServer(archive, share_port=n_dimse > 1)
         dimse_server.start()
         console.print(
-            f"DIMSE: AE {settings.ae_title} on {settings.bind_address}:{settings.dimse_port}",
+            f"DIMSE: AE {settings.ae_title} on {settings.bind_address}:{settings.dimse_port} "
+            f"({_count(n_dimse)})",
             highlight=False,
         )
     if web_mod is not None:
-        processes = settings.effective_http_processes if settings.http_port else 1
-        runner = await _start_http(web_mod, archive, reuse_port=processes > 1)
-        children = [_spawn_http(settings) for _ in range(processes - 1)]
+        runner = await _start_http(web_mod, archive, reuse_port=n_http > 1)
         console.print(
             f"DICOMweb: http://{settings.bind_address}:{settings.http_port}/dicom-web "
-            f"({processes} process{'es' if processes > 1 else ''})",
+            f"({_count(n_http)})",
             highlight=False,
         )
     if dimse_server is None and runner is None:
         console.print("no front end is enabled; nothing to serve")
         return
+    children = [
+        _spawn(settings, dimse_mod is not None and i < n_dimse, web_mod is not None and i < n_http)
+        for i in range(1, max(n_dimse if dimse_mod else 1, n_http if web_mod else 1))
+    ]
     console.print(f"archive: {archive.describe()} — Ctrl-C to stop", highlight=False)
     try:
         await stop.wait()
@@ -77,6 +83,10 @@ async def _serve(archive: Archive, dimse: bool, http: bool) -> None:
             await runner.cleanup()
         if dimse_server is not None:
             dimse_server.stop()
+
+
+def _count(processes: int) -> str:
+    return f"{processes} process{'es' if processes > 1 else ''}"
 
 
 def _stop_event() -> asyncio.Event:
@@ -104,29 +114,42 @@ async def _start_http(web_mod: Any, archive: Archive, *, reuse_port: bool) -> An
     return runner
 
 
-def _spawn_http(settings: Settings) -> multiprocessing.process.BaseProcess:
-    """One more DICOMweb process on the same port (a fresh interpreter: no shared state)."""
+def _spawn(settings: Settings, dimse: bool, http: bool) -> multiprocessing.process.BaseProcess:
+    """One more server process on the shared ports (a fresh interpreter: no shared state)."""
     process = multiprocessing.get_context("spawn").Process(
-        target=_http_process, args=(settings, os.getpid()), name="vna-dicomweb", daemon=True
+        target=_server_process,
+        args=(settings, os.getpid(), dimse, http),
+        name="vna-serve",
+        daemon=True,
     )
     process.start()
     return process
 
 
-def _http_process(settings: Settings, parent: int) -> None:
-    """Body of an extra DICOMweb process: serve until told to stop or the parent is gone."""
+def _server_process(settings: Settings, parent: int, dimse: bool, http: bool) -> None:
+    """Body of an extra server process: serve until told to stop or the parent is gone."""
     archive = Archive.open(settings, migrate=False)  # the parent has migrated
-    web_mod = _front_end("dicomweb.app")
 
     async def main() -> None:
         stop = _stop_event()
-        runner = await _start_http(web_mod, archive, reuse_port=True)
+        dimse_server = None
+        runner = None
         try:
+            dimse_mod = _front_end("dimse.server") if dimse else None
+            web_mod = _front_end("dicomweb.app") if http else None
+            if dimse_mod is not None:
+                dimse_server = dimse_mod.DimseServer(archive, share_port=True)
+                dimse_server.start()
+            if web_mod is not None:
+                runner = await _start_http(web_mod, archive, reuse_port=True)
             while not stop.is_set() and os.getppid() == parent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
         finally:
-            await runner.cleanup()
+            if runner is not None:
+                await runner.cleanup()
+            if dimse_server is not None:
+                dimse_server.stop()
 
     try:
         asyncio.run(main())
