@@ -30,6 +30,24 @@ log = logging.getLogger(__name__)
 IDLE_WAIT = 0.05
 
 
+#: Linux's TCP_QUICKACK (absent elsewhere).
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
+def _quick_ack(sock: socket.socket | None) -> None:
+    """Acknowledge what arrives at once instead of after the delayed-ACK timer (~40 ms).
+
+    A peer that does not set TCP_NODELAY (dcmtk's tools unless ``TCP_NODELAY=1``, many
+    modality stacks) sends a small command set and its small data set as two writes; Nagle's
+    algorithm holds the second until the first is acknowledged, and a delayed ACK made every
+    small C-STORE wait 40 ms. The kernel clears the flag after use, so it is set before each
+    wait for data.
+    """
+    if sock is not None and _TCP_QUICKACK is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+
+
 class WakingDUL(DULServiceProvider):
     """DULServiceProvider whose reactor sleeps in ``select``; see the module docstring.
 
@@ -130,6 +148,7 @@ class WakingDUL(DULServiceProvider):
                         pass
                     elif self._is_transport_event():
                         self._idle_timer.restart()
+                        _quick_ack(watched)
                 except Exception as exc:  # as pynetdicom: abort rather than hang
                     log.exception("DUL failure, aborting the association: %s", exc)
                     self._abort_hard()
@@ -138,6 +157,7 @@ class WakingDUL(DULServiceProvider):
                     event = self.event_queue.get(block=False)
                 except queue.Empty:
                     watched = self._watch(selector, watched)
+                    _quick_ack(watched)
                     selector.select(IDLE_WAIT)
                     self._drain_wake()
                     continue
