@@ -81,6 +81,8 @@ class WakingDUL(DULServiceProvider):
         with self.send_lock:
             super()._send(pdu)
             self._sent += 1
+        # sending puts the connection back into delayed-ACK ("interactive") mode
+        _quick_ack(getattr(self.socket, "socket", None) if self.socket is not None else None)
 
     def send_direct(self, pdu: bytes) -> bool:
         """Write an encoded P-DATA-TF PDU from the association's own thread, skipping the
@@ -112,6 +114,7 @@ class WakingDUL(DULServiceProvider):
                 self.event_queue.put("Evt17")
                 self._wake()
                 raise
+        _quick_ack(raw)
         self._idle_timer.restart()
         return True
 
