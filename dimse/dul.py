@@ -82,7 +82,7 @@ class WakingDUL(DULServiceProvider):
             super()._send(pdu)
             self._sent += 1
         # sending puts the connection back into delayed-ACK ("interactive") mode
-        _quick_ack(getattr(self.socket, "socket", None) if self.socket is not None else None)
+        _quick_ack(self._raw_socket())
 
     def send_direct(self, pdu: bytes) -> bool:
         """Write an encoded P-DATA-TF PDU from the association's own thread, skipping the
@@ -102,7 +102,7 @@ class WakingDUL(DULServiceProvider):
                 self._direct = False  # something queued is not sent: stay on the queue
                 return False
             time.sleep(0.0001)
-        raw = getattr(self.socket, "socket", None) if self.socket is not None else None
+        raw = self._raw_socket()
         if raw is None:
             return False
         with self.send_lock:
@@ -117,6 +117,10 @@ class WakingDUL(DULServiceProvider):
         _quick_ack(raw)
         self._idle_timer.restart()
         return True
+
+    def _raw_socket(self) -> socket.socket | None:
+        """The TCP socket under pynetdicom's AssociationSocket, if it still has one."""
+        return getattr(self.socket, "socket", None) if self.socket is not None else None
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # full pipe: it is awake already
@@ -175,7 +179,7 @@ class WakingDUL(DULServiceProvider):
         self, selector: selectors.BaseSelector, watched: socket.socket | None
     ) -> socket.socket | None:
         """Keep the selector on the association's current socket (it may have closed)."""
-        raw = getattr(self.socket, "socket", None) if self.socket is not None else None
+        raw = self._raw_socket()
         if raw is not None and raw.fileno() == -1:
             raw = None
         if raw is watched:

@@ -65,10 +65,8 @@ async def _serve(archive: Archive, dimse: bool, http: bool) -> None:
     if dimse_server is None and runner is None:
         console.print("no front end is enabled; nothing to serve")
         return
-    children = [
-        _spawn(settings, dimse_mod is not None and i < n_dimse, web_mod is not None and i < n_http)
-        for i in range(1, max(n_dimse if dimse_mod else 1, n_http if web_mod else 1))
-    ]
+    # the counts are 1 for a front end that is off, so it starts in no child
+    children = [_spawn(settings, i < n_dimse, i < n_http) for i in range(1, max(n_dimse, n_http))]
     console.print(f"archive: {archive.describe()} — Ctrl-C to stop", highlight=False)
     try:
         await stop.wait()
