@@ -218,6 +218,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--skip-store", action="store_true", help="no C-STORE rows")
     args = parser.parse_args()
+    (ROOT / ".bench").mkdir(exist_ok=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="dimse-bench-", dir=ROOT / ".bench"))
     work.mkdir(parents=True, exist_ok=True)
     ours_port, theirs_port = 21112, 24242

@@ -16,13 +16,17 @@ import logging
 import queue
 import selectors
 import socket
+import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.utils import make_target
+
+from dimse.receive import ProtocolError, StoreReceiver
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,36 @@ def _quick_ack(sock: socket.socket | None) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
 
 
+#: PDU types of PS3.8 9.3 (A-ASSOCIATE-RQ … A-ABORT).
+_PDU_TYPES = frozenset(range(0x01, 0x08))
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes | bytearray:
+    """``size`` bytes from the socket (blocking, within its timeout).
+
+    Raises:
+        EOFError: the peer closed the connection first.
+        OSError: the connection failed or timed out.
+    """
+    if size == 0:
+        return b""
+    data = sock.recv(size)
+    if len(data) == size:
+        return data
+    if not data:
+        raise EOFError(f"0 of {size} bytes received")
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = len(data)
+    view[:got] = data
+    while got < size:
+        count = sock.recv_into(view[got:], size - got)
+        if count == 0:
+            raise EOFError(f"{got} of {size} bytes received")
+        got += count
+    return buffer
+
+
 class WakingDUL(DULServiceProvider):
     """DULServiceProvider whose reactor sleeps in ``select``; see the module docstring.
 
@@ -60,6 +94,10 @@ class WakingDUL(DULServiceProvider):
     _queued: int  # primitives queued for sending
     _sent: int  # PDUs the DUL thread has written
     _direct: bool  # direct writes allowed (see send_direct)
+    #: Builds the association's StoreReceiver once it is established (None: pynetdicom
+    #: receives every message itself).
+    receiver_factory: Callable[[Any], StoreReceiver] | None
+    _receiver: StoreReceiver | None
 
     @classmethod
     def install(cls, dul: DULServiceProvider) -> None:
@@ -74,6 +112,8 @@ class WakingDUL(DULServiceProvider):
         woken._queued = 0
         woken._sent = 0
         woken._direct = True
+        woken.receiver_factory = None
+        woken._receiver = None
         # pynetdicom bound the thread's target to its own reactor when it built the DUL
         woken._target = make_target(woken.run_reactor)  # type: ignore[attr-defined]
 
@@ -117,6 +157,59 @@ class WakingDUL(DULServiceProvider):
         _quick_ack(raw)
         self._idle_timer.restart()
         return True
+
+    def _read_pdu_data(self) -> None:
+        """Read one PDU (as pynetdicom does, but in whole reads rather than 4 KB ones);
+        while the association is established, P-DATA-TF PDUs go through the StoreReceiver
+        first, and only what it does not take reaches the state machine."""
+        raw = self._raw_socket()
+        if raw is None:
+            super()._read_pdu_data()
+            return
+        try:
+            head = _recv_exactly(raw, 6)
+            pdu_type, _, length = struct.unpack(">BBL", head)
+            if pdu_type not in _PDU_TYPES:
+                log.error("unknown PDU type 0x%02X received", pdu_type)
+                self.event_queue.put("Evt19")  # unrecognised PDU
+                return
+            body = _recv_exactly(raw, length)
+        except (OSError, EOFError) as exc:
+            log.debug("connection closed while reading a PDU: %s", exc)
+            self.event_queue.put("Evt17")  # transport connection closed
+            return
+        if pdu_type == 0x04 and self.state_machine.current_state == "Sta6":
+            passed = self._receive_data(body)
+            if passed is None:
+                return
+            body = passed
+            head = struct.pack(">BBL", 0x04, 0x00, len(body))
+        try:
+            pdu, event = self._decode_pdu(bytearray(head + body))
+        except Exception as exc:
+            log.error("unable to decode a received PDU: %s", exc)
+            self.event_queue.put("Evt19")
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(pdu)
+
+    def _receive_data(self, body: bytes | bytearray) -> bytes | bytearray | None:
+        """Let the StoreReceiver take its PDVs; the PDV items left for pynetdicom, or None
+        when nothing is left."""
+        if self._receiver is None:
+            if self.receiver_factory is None:
+                return body
+            self._receiver = self.receiver_factory(self.assoc)
+        try:
+            slow, done = self._receiver.feed(body)
+        except ProtocolError as exc:
+            log.warning("aborting the association: %s", exc)
+            self.event_queue.put("Evt19")
+            return None
+        messages: Any = self.assoc.dimse.msg_queue  # served by VnaAssociation._serve_request
+        for received in done:
+            messages.put((received.context_id, received))
+        return b"".join(slow) if slow else None
 
     def _raw_socket(self) -> socket.socket | None:
         """The TCP socket under pynetdicom's AssociationSocket, if it still has one."""
@@ -171,6 +264,8 @@ class WakingDUL(DULServiceProvider):
                 self.state_machine.do_action(event)
         finally:
             selector.close()
+            if self._receiver is not None:
+                self._receiver.close()
             with contextlib.suppress(OSError):
                 self._wake_r.close()
                 self._wake_w.close()

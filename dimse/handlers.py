@@ -17,7 +17,9 @@ from pynetdicom.dsutils import split_dataset
 
 from dimse import status
 from dimse.acceptance import FIND_MODELS, GET_MODELS, MOVE_MODELS
+from dimse.receive import ReceivedStore
 from dimse.services import Services
+from dimse.transfer import encode_store_response, send_messages
 from vna.errors import VnaError
 from vna.ingest import DUPLICATE, IngestResult, Spool, ingest_spooled, part10_meta
 
@@ -41,7 +43,8 @@ def store_received(
 
     pynetdicom writes the data set after a File Meta Information of its own; the archive
     keeps the data set bytes exactly as received behind its own meta (PS3.10 7.1, with the
-    Source AE Title), built in the spool folder without decoding the data set.
+    Source AE Title), built in the spool folder without decoding the data set. (Most
+    C-STOREs never get here: dimse/receive.py spools them straight from the socket.)
 
     Raises:
         VnaError: whatever ingest refuses (see dimse.status.ERROR_STATUS).
@@ -75,11 +78,58 @@ def store_status(result: IngestResult) -> tuple[int, str]:
     """
     if result.status == DUPLICATE or not result.warnings:
         return status.SUCCESS, ""
-    return status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS_WARNING, result.warnings[0]
+    return status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS_WARNING, status.error_comment(
+        Exception(result.warnings[0])
+    )
+
+
+def refusal(exc: Exception, sop_instance: str, calling: str) -> tuple[int, str]:
+    """Status and Error Comment of a C-STORE that ingest refused, logged."""
+    code = status.status_for(exc, status.STORE)
+    log.warning(
+        "C-STORE of %s from %s refused (0x%04X): %s",
+        sop_instance,
+        calling,
+        code,
+        exc,
+        exc_info=not isinstance(exc, VnaError),  # a bug: keep the traceback
+    )
+    return code, status.error_comment(exc)
+
+
+def answer_received(assoc: Any, received: ReceivedStore) -> None:
+    """Ingest a C-STORE spooled by dimse/receive.py and send its C-STORE-RSP
+    (PS3.7 9.3.1.2); a failure leaves nothing stored."""
+    calling = str(assoc.requestor.ae_title).strip()
+    if not received.take():
+        return  # the association ended and the spooled file is gone
+    with received.spool:
+        if received.error is not None:
+            code, comment = refusal(received.error, received.sop_instance, calling)
+        else:
+            try:
+                result = ingest_spooled(
+                    assoc.services.archive,
+                    received.spool.path,
+                    received.sha256,
+                    received.spool.size,
+                    source=f"dimse:{calling}",
+                    expected_sop_class=received.sop_class,
+                    route=f"ae:{calling}",
+                )
+            except Exception as exc:
+                code, comment = refusal(exc, received.sop_instance, calling)
+            else:
+                code, comment = store_status(result)
+    command = encode_store_response(
+        received.sop_class, received.sop_instance, received.message_id, code, comment
+    )
+    send_messages(assoc, received.context_id, [(command, None)])
 
 
 def handle_store(event: evt.Event, services: Services) -> Dataset:
-    """C-STORE (PS3.4 B.2.2): spool, ingest, answer; a failure leaves nothing stored."""
+    """C-STORE (PS3.4 B.2.2) as pynetdicom delivers it: spool, ingest, answer; a failure
+    leaves nothing stored."""
     request: Any = event.request
     calling = str(event.assoc.requestor.ae_title).strip()
     reply = Dataset()
@@ -93,22 +143,12 @@ def handle_store(event: evt.Event, services: Services) -> Dataset:
             calling,
         )
     except Exception as exc:
-        code = status.status_for(exc, status.STORE)
-        log.warning(
-            "C-STORE of %s from %s refused (0x%04X): %s",
-            request.AffectedSOPInstanceUID,
-            calling,
-            code,
-            exc,
-            exc_info=not isinstance(exc, VnaError),  # a bug: keep the traceback
-        )
-        reply.Status = code
-        reply.ErrorComment = status.error_comment(exc)
-        return reply
-    code, comment = store_status(result)
+        code, comment = refusal(exc, str(request.AffectedSOPInstanceUID), calling)
+    else:
+        code, comment = store_status(result)
     reply.Status = code
     if comment:
-        reply.ErrorComment = status.error_comment(Exception(comment))
+        reply.ErrorComment = comment
     return reply
 
 

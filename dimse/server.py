@@ -18,6 +18,7 @@ cannot do. Three small subclasses plug that in:
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import socket
@@ -33,6 +34,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dimse import acceptance, commitment, find, handlers, retrieve
 from dimse.dul import WakingDUL
+from dimse.receive import ReceivedStore, StoreReceiver
 from dimse.services import Services, nodelay
 from vna.archive import Archive
 from vna.config import Settings
@@ -65,6 +67,13 @@ class VnaAssociation(Association):
     services: Services
 
     def _serve_request(self, msg: Any, context_id: int) -> None:
+        if isinstance(msg, ReceivedStore):
+            try:
+                handlers.answer_received(self, msg)
+            except Exception:
+                log.exception("C-STORE from %s failed", self.requestor.ae_title)
+                self.abort()
+            return
         loop = _service_loop(msg)
         context = self._accepted_cx.get(context_id)
         if loop is None or context is None or self._sent_release or not msg.is_valid_request:
@@ -167,8 +176,16 @@ class _RequestHandler(RequestHandler):
         assoc.__class__ = VnaAssociation
         assoc.acse.__class__ = VnaACSE
         WakingDUL.install(assoc.dul)
-        cast(VnaAssociation, assoc).services = cast(_Server, self.server).services
+        services = cast(_Server, self.server).services
+        cast(VnaAssociation, assoc).services = services
+        cast(WakingDUL, assoc.dul).receiver_factory = functools.partial(_receiver, services)
         return assoc
+
+
+def _receiver(services: Services, assoc: Any) -> StoreReceiver:
+    """The StoreReceiver of an established association (its calling AE title is known)."""
+    calling = str(assoc.requestor.ae_title).strip()
+    return StoreReceiver(assoc, services.archive, calling)
 
 
 class _Server(ThreadedAssociationServer):

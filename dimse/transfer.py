@@ -195,6 +195,26 @@ def encode_find_response(
     return _command_element(0x00000000, struct.pack("<I", len(body))) + body
 
 
+def encode_store_response(
+    sop_class: str, sop_instance: str, message_id: int, status_code: int, comment: str = ""
+) -> bytes:
+    """A C-STORE-RSP command set (PS3.7 9.3.1.2), written directly like the C-FIND one."""
+    body = b"".join(
+        [
+            _command_element(0x00000002, sop_class.encode("ascii")),
+            _command_element(0x00000100, struct.pack("<H", 0x8001)),
+            _command_element(0x00000120, struct.pack("<H", message_id)),
+            _command_element(0x00000800, struct.pack("<H", 0x0101)),
+            _command_element(0x00000900, struct.pack("<H", status_code)),
+            _command_element(0x00000902, comment[:64].encode("ascii", "replace"))
+            if comment
+            else b"",
+            _command_element(0x00001000, sop_instance.encode("ascii")),
+        ]
+    )
+    return _command_element(0x00000000, struct.pack("<I", len(body))) + body
+
+
 def send_messages(assoc: Any, cx_id: int, messages: Iterable[tuple[bytes, bytes | None]]) -> None:
     """Send several messages (command set, data set), each in one P-DATA-TF PDU when the
     peer's maximum PDU length allows (a PDU may carry several PDVs, PS3.8 9.3.5): each PDU

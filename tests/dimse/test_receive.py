@@ -1,0 +1,175 @@
+"""C-STORE data sets received straight into the spool (dimse/receive.py): fragment routing
+rules of PS3.8 E.2 at the PDV level, and real associations whose messages are cut into many
+small PDUs, mixed with messages pynetdicom serves."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
+from pynetdicom import build_context
+from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ
+from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+from pynetdicom.sop_class import Verification
+
+from dimse.receive import ProtocolError, ReceivedStore, StoreReceiver, parse_command
+from tests.dimse.conftest import associate, data_set_bytes, running
+from tests.dimse.test_store import stored_data_set
+from tests.support.factory import make_dataset, write
+from vna.archive import Archive
+
+CT_CONTEXT, ECHO_CONTEXT = 1, 3
+
+
+def _command(primitive: Any, message: Any, data_set: bool) -> bytes:
+    encoded = message()
+    encoded.primitive_to_message(primitive)
+    encoded.command_set.CommandDataSetType = 0x0001 if data_set else 0x0101
+    pdata = next(iter(encoded.encode_msg(CT_CONTEXT, 0)))
+    return bytes(pdata.presentation_data_value_list[0][1][1:])
+
+
+def store_command(sop_instance: str, message_id: int = 7) -> bytes:
+    req = C_STORE()
+    req.MessageID, req.Priority = message_id, 0
+    req.AffectedSOPClassUID, req.AffectedSOPInstanceUID = CTImageStorage, sop_instance
+    return _command(req, C_STORE_RQ, True)
+
+
+def echo_command() -> bytes:
+    req = C_ECHO()
+    req.MessageID = 3
+    req.AffectedSOPClassUID = Verification
+    return _command(req, C_ECHO_RQ, False)
+
+
+def pdv(context_id: int, header: int, value: bytes) -> bytes:
+    """One PDV item (PS3.8 9.3.5.1)."""
+    return struct.pack(">IBB", len(value) + 2, context_id, header) + value
+
+
+@pytest.fixture
+def receiver(local_archive: Archive) -> StoreReceiver:
+    contexts = {
+        CT_CONTEXT: SimpleNamespace(
+            abstract_syntax=CTImageStorage, transfer_syntax=[ExplicitVRLittleEndian], as_scp=True
+        ),
+        ECHO_CONTEXT: SimpleNamespace(
+            abstract_syntax=Verification, transfer_syntax=[ExplicitVRLittleEndian], as_scp=True
+        ),
+    }
+    return StoreReceiver(SimpleNamespace(_accepted_cx=contexts), local_archive, "MODALITY")
+
+
+def test_parse_command_reads_the_elements() -> None:
+    elements = parse_command(store_command("1.2.3.4", message_id=9))
+    assert elements is not None
+    assert elements[0x0100] == b"\x01\x00"  # C-STORE-RQ
+    assert struct.unpack("<H", elements[0x0110])[0] == 9
+    assert elements[0x1000].rstrip(b"\x00") == b"1.2.3.4"
+    assert parse_command(b"\x08\x00\x10\x00\x02\x00\x00\x00AB") is None  # not group 0000
+    assert parse_command(store_command("1.2.3")[:-3]) is None  # truncated
+
+
+def test_store_fragments_across_pdus_are_spooled_after_our_meta(
+    receiver: StoreReceiver,
+) -> None:
+    data = bytes(range(256)) * 40
+    command = store_command("1.2.3.4")
+    # the command split in two PDUs, the data set in three, the last PDU holding two PDVs
+    slow, done = receiver.feed(pdv(CT_CONTEXT, 0x01, command[:20]))
+    assert (slow, done) == ([], [])
+    slow, done = receiver.feed(pdv(CT_CONTEXT, 0x03, command[20:]) + pdv(1, 0x00, data[:1000]))
+    assert (slow, done) == ([], [])
+    slow, done = receiver.feed(pdv(CT_CONTEXT, 0x00, data[1000:5000]))
+    assert (slow, done) == ([], [])
+    slow, done = receiver.feed(pdv(CT_CONTEXT, 0x00, data[5000:9000]) + pdv(1, 0x02, data[9000:]))
+    assert slow == []
+    [received] = done
+    assert isinstance(received, ReceivedStore)
+    assert (received.message_id, received.sop_instance) == (7, "1.2.3.4")
+    content = received.spool.path.read_bytes()
+    assert content[128:132] == b"DICM" and content.endswith(data)
+    assert b"MODALITY" in content[: len(content) - len(data)]  # Source AE Title in the meta
+    received.abandon()
+    assert not received.spool.path.exists()
+
+
+def test_other_messages_pass_through_unchanged(receiver: StoreReceiver) -> None:
+    echo = pdv(ECHO_CONTEXT, 0x03, echo_command())
+    slow, done = receiver.feed(echo)
+    assert slow == [echo] and done == []
+    # a C-STORE on a context whose abstract syntax is another SOP class: pynetdicom decides
+    wrong = store_command("1.2.3.5").replace(CTImageStorage.encode(), MRImageStorage.encode())
+    head = pdv(CT_CONTEXT, 0x03, wrong)
+    body = pdv(CT_CONTEXT, 0x02, b"\x08\x00\x16\x00\x00\x00\x00\x00")
+    slow, done = receiver.feed(head)
+    assert slow == [head] and done == []
+    slow, done = receiver.feed(body)
+    assert slow == [body] and done == []
+    # and the next C-STORE is spooled again
+    slow, done = receiver.feed(pdv(CT_CONTEXT, 0x03, store_command("1.2.3.6")))
+    assert slow == []
+    slow, done = receiver.feed(pdv(CT_CONTEXT, 0x02, b"\x00\x00"))
+    assert [r.sop_instance for r in done] == ["1.2.3.6"]
+    done[0].abandon()
+
+
+def test_interrupted_data_set_is_a_protocol_error(receiver: StoreReceiver) -> None:
+    receiver.feed(pdv(CT_CONTEXT, 0x03, store_command("1.2.3.7")) + pdv(1, 0x00, b"ab"))
+    with pytest.raises(ProtocolError):
+        receiver.feed(pdv(ECHO_CONTEXT, 0x02, b"cd"))  # another presentation context
+    receiver.close()
+    assert not list(receiver.archive.spool_dir.glob("*.part"))
+
+
+def test_truncated_pdv_item_is_a_protocol_error(receiver: StoreReceiver) -> None:
+    with pytest.raises(ProtocolError):
+        receiver.feed(pdv(CT_CONTEXT, 0x03, store_command("1.2.3.8"))[:-4] + b"\x00\x00")
+
+
+def test_close_removes_what_was_not_ingested(receiver: StoreReceiver) -> None:
+    receiver.feed(pdv(CT_CONTEXT, 0x03, store_command("1.2.3.9")))
+    _, done = receiver.feed(pdv(CT_CONTEXT, 0x02, b"\x00\x00"))
+    receiver.feed(pdv(CT_CONTEXT, 0x03, store_command("1.2.3.10")) + pdv(1, 0x00, b"ab"))
+    assert len(list(receiver.archive.spool_dir.glob("*.part"))) == 2
+    receiver.close()  # the association ended before the first was answered
+    assert not list(receiver.archive.spool_dir.glob("*.part"))
+    assert not done[0].take()
+
+
+def test_small_pdus_and_mixed_messages_on_one_association(
+    local_archive: Archive, tmp_path: Path
+) -> None:
+    """A peer limited to 4 KB PDUs: each object arrives in dozens of fragments, between
+    C-ECHOs, and is stored byte for byte."""
+    files = [
+        write(make_dataset(rows=64 + 16 * i, columns=64), tmp_path / f"{i}.dcm") for i in range(3)
+    ]
+    with running(local_archive, dimse_max_pdu=4096) as endpoint:
+        assoc = associate(
+            endpoint,
+            [
+                build_context(CTImageStorage, [ExplicitVRLittleEndian]),
+                build_context(Verification),
+            ],
+        )
+        assert assoc.is_established
+        for path in files:
+            assert int(assoc.send_c_echo().Status) == 0
+            assert int(assoc.send_c_store(path).Status) == 0
+        assoc.release()
+    for path in files:
+        ds = pydicom_read(path)
+        assert stored_data_set(local_archive, ds.SOPInstanceUID) == data_set_bytes(path)
+    assert not list(local_archive.spool_dir.glob("*.part"))
+
+
+def pydicom_read(path: Path) -> Any:
+    import pydicom
+
+    return pydicom.dcmread(path, stop_before_pixels=True)
