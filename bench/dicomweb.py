@@ -835,6 +835,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="requests left out of each row")
     parser.add_argument("--stow", type=int, default=600, help="objects per STOW-RS row")
     parser.add_argument("--skip-stow", action="store_true")
+    parser.add_argument("--stow-only", action="store_true", help="only the STOW-RS rows")
     parser.add_argument("--skip-wsi", action="store_true")
     parser.add_argument("--slide", default="32768x24576", help="WSI base level, WIDTHxHEIGHT")
     parser.add_argument("--retrievals", type=int, default=5, help="series retrievals per size")
@@ -874,6 +875,8 @@ def main() -> None:
             print(Table.header(), flush=True)
             if not args.skip_stow:
                 stow(servers, args.stow, table)
+            if args.stow_only:
+                sizes, args.skip_wsi = [], True
 
             extra = work / "extra"
             shutil.rmtree(extra, ignore_errors=True)
