@@ -192,13 +192,20 @@ class _Server(ThreadedAssociationServer):
     services: Services
 
 
-class _SharedPortServer(_Server):
-    """A listener that shares its port with the archive's other processes (SO_REUSEPORT:
-    the kernel spreads new associations over them)."""
+class _AdoptingServer(_Server):
+    """A server that does not listen: `vna serve` accepts the connections in one process
+    and hands each to a server process (vna/cli/balance.py), which adopts it."""
 
     def server_bind(self) -> None:
-        cast(socket.socket, self.socket).setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        pass
+
+    def server_activate(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        """Nothing to stop but the (unbound) socket: there is no accept loop."""
+        self.server_close()
+        self.ae._servers.remove(cast(Any, self))
 
 
 class DimseServer:
@@ -206,17 +213,17 @@ class DimseServer:
     association and closes the port."""
 
     def __init__(
-        self, archive: Archive, settings: Settings | None = None, *, share_port: bool = False
+        self, archive: Archive, settings: Settings | None = None, *, listen: bool = True
     ) -> None:
         self.archive = archive
         self.settings = settings or archive.settings
-        self.share_port = share_port
+        self.listen = listen  # False: serve only the connections given to adopt()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._ae: AE | None = None
 
     def start(self) -> None:
-        """Bind the port and serve in a background thread.
+        """Bind the port (unless not listening) and serve in a background thread.
 
         Raises:
             OSError: the address cannot be bound.
@@ -250,19 +257,34 @@ class DimseServer:
             _Server,
             ae.make_server(
                 (settings.bind_address, settings.dimse_port),
-                server_class=_SharedPortServer if self.share_port else _Server,
+                server_class=_Server if self.listen else _AdoptingServer,
                 request_handler=_RequestHandler,
                 evt_handlers=handlers.bindings(services),
             ),
         )
         server.services = services
         ae._servers.append(server)
-        thread = threading.Thread(
-            target=server.serve_forever, name=f"dimse-{settings.dimse_port}", daemon=True
-        )
-        thread.start()
+        thread = None
+        if self.listen:
+            thread = threading.Thread(
+                target=server.serve_forever, name=f"dimse-{settings.dimse_port}", daemon=True
+            )
+            thread.start()
         self._ae, self._server, self._thread = ae, server, thread
-        log.info("DIMSE listener %s on %s:%s", settings.ae_title, settings.bind_address, self.port)
+        if self.listen:
+            log.info(
+                "DIMSE listener %s on %s:%s", settings.ae_title, settings.bind_address, self.port
+            )
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve a connection accepted elsewhere, as if this server had accepted it."""
+        assert self._server is not None, "start() first"
+        self._server.process_request(sock, sock.getpeername())
+
+    @property
+    def open_associations(self) -> int:
+        """Associations being served now."""
+        return len(self._server.active_associations) if self._server is not None else 0
 
     @property
     def port(self) -> int:

@@ -132,9 +132,8 @@ class Settings:
         "Seconds a silent DIMSE peer is waited for before its association is aborted.", 60
     )
     dimse_processes: int = _doc(
-        "DIMSE listener processes sharing the DIMSE port (the kernel spreads associations "
-        "over them; `dimse_max_associations` applies to each): 0 means one per CPU core, at "
-        "most 4.",
+        "DIMSE listener processes (each new association goes to the one with the fewest open; "
+        "`dimse_max_associations` applies to each): 0 means one per CPU core, at most 4.",
         0,
     )
     dimse_destinations: str = _doc(
@@ -154,8 +153,8 @@ class Settings:
         8,
     )
     dicomweb_processes: int = _doc(
-        "DICOMweb server processes sharing the HTTP port (the kernel spreads connections over "
-        "them): 0 means one per CPU core, at most 4.",
+        "DICOMweb server processes (each new connection goes to the one with the fewest "
+        "open): 0 means one per CPU core, at most 4.",
         0,
     )
     dicomweb_base_url: str = _doc(

@@ -13,12 +13,15 @@ import multiprocessing
 import multiprocessing.process
 import os
 import signal
+import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from vna.archive import Archive
+from vna.cli import balance
 from vna.cli.base import DataDir, app, console, fail, settings_from_cli
 from vna.config import Settings
 from vna.errors import VnaError
@@ -41,46 +44,95 @@ async def _serve(archive: Archive, dimse: bool, http: bool) -> None:
     stop = _stop_event()
     dimse_mod = _front_end("dimse.server") if dimse else None
     web_mod = _front_end("dicomweb.app") if http else None
-    # Several processes share each port (SO_REUSEPORT), since one Python process uses one
-    # core; a port of 0 (any free port) cannot be shared.
-    n_dimse = settings.effective_dimse_processes if dimse_mod and settings.dimse_port else 1
-    n_http = settings.effective_http_processes if web_mod and settings.http_port else 1
-    dimse_server = None
-    runner = None
-    if dimse_mod is not None:
-        dimse_server = dimse_mod.DimseServer(archive, share_port=n_dimse > 1)
-        dimse_server.start()
-        console.print(
-            f"DIMSE: AE {settings.ae_title} on {settings.bind_address}:{settings.dimse_port} "
-            f"({_count(n_dimse)})",
-            highlight=False,
-        )
-    if web_mod is not None:
-        runner = await _start_http(web_mod, archive, reuse_port=n_http > 1)
-        console.print(
-            f"DICOMweb: http://{settings.bind_address}:{settings.http_port}/dicom-web "
-            f"({_count(n_http)})",
-            highlight=False,
-        )
-    if dimse_server is None and runner is None:
+    if dimse_mod is None and web_mod is None:
         console.print("no front end is enabled; nothing to serve")
         return
-    # the counts are 1 for a front end that is off, so it starts in no child
-    children = [_spawn(settings, i < n_dimse, i < n_http) for i in range(1, max(n_dimse, n_http))]
-    console.print(f"archive: {archive.describe()} — Ctrl-C to stop", highlight=False)
+    # One Python process uses one core: several serve, and this one accepts every connection
+    # and hands it to the least busy (vna/cli/balance.py). A port of 0 (any free port) is
+    # served by this process alone.
+    serving: dict[str, int] = {}
+    if dimse_mod is not None:
+        serving["dimse"] = settings.effective_dimse_processes if settings.dimse_port else 1
+    if web_mod is not None:
+        serving["http"] = settings.effective_http_processes if settings.http_port else 1
+    if max(serving.values()) == 1:
+        await _serve_alone(archive, dimse_mod, web_mod, stop)
+        return
+    listeners = {}
+    try:
+        if dimse_mod is not None:
+            listeners["dimse"] = balance.listen(settings.bind_address, settings.dimse_port)
+        if web_mod is not None:
+            listeners["http"] = balance.listen(settings.bind_address, settings.http_port)
+    except OSError:
+        for listener in listeners.values():
+            listener.close()
+        raise
+    shared, child_ends = balance.make_shared(serving)
+    fronts, close_fronts = await _fronts(archive, dimse_mod, web_mod)
+    reporter = balance.Reporter(shared, 0, fronts)
+    reporter.start(None)
+    children = [
+        _spawn(
+            settings, shared.for_child(), i, child_ends[i], {k for k in serving if i < serving[k]}
+        )
+        for i in range(1, shared.processes)
+    ]
+    for end in child_ends:
+        end.close()
+    dispatcher = balance.Dispatcher(shared, reporter, listeners)
+    dispatcher.start()
+    _announce(archive, serving)
     try:
         await stop.wait()
     finally:
+        dispatcher.stop()
+        reporter.stop()
         for child in children:
             child.terminate()
         for child in children:
             child.join(15)
             if child.is_alive():
                 child.kill()
+        await close_fronts()
+
+
+async def _serve_alone(
+    archive: Archive, dimse_mod: Any | None, web_mod: Any | None, stop: asyncio.Event
+) -> None:
+    """One process listening on the ports itself."""
+    dimse_server = None
+    runner = None
+    try:
+        if dimse_mod is not None:
+            dimse_server = dimse_mod.DimseServer(archive)
+            dimse_server.start()
+        if web_mod is not None:
+            runner = await _start_http(web_mod, archive)
+        _announce(archive, {k: 1 for k, mod in (("dimse", dimse_mod), ("http", web_mod)) if mod})
+        await stop.wait()
+    finally:
         if runner is not None:
             await runner.cleanup()
         if dimse_server is not None:
             dimse_server.stop()
+
+
+def _announce(archive: Archive, serving: dict[str, int]) -> None:
+    settings = archive.settings
+    if "dimse" in serving:
+        console.print(
+            f"DIMSE: AE {settings.ae_title} on {settings.bind_address}:{settings.dimse_port} "
+            f"({_count(serving['dimse'])})",
+            highlight=False,
+        )
+    if "http" in serving:
+        console.print(
+            f"DICOMweb: http://{settings.bind_address}:{settings.http_port}/dicom-web "
+            f"({_count(serving['http'])})",
+            highlight=False,
+        )
+    console.print(f"archive: {archive.describe()} — Ctrl-C to stop", highlight=False)
 
 
 def _count(processes: int) -> str:
@@ -97,26 +149,64 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-async def _start_http(web_mod: Any, archive: Archive, *, reuse_port: bool) -> Any:
-    """The DICOMweb site on the HTTP port; with ``reuse_port`` several processes share it
-    (SO_REUSEPORT: the kernel spreads new connections over them)."""
+async def _start_http(web_mod: Any, archive: Archive) -> Any:
+    """The DICOMweb site listening on the HTTP port."""
     from aiohttp import web
 
     settings = archive.settings
     runner = web.AppRunner(web_mod.create_app(archive), access_log=None)
     await runner.setup()
-    site = web.TCPSite(
-        runner, settings.bind_address, settings.http_port, reuse_port=reuse_port or None
-    )
+    site = web.TCPSite(runner, settings.bind_address, settings.http_port)
     await site.start()
     return runner
 
 
-def _spawn(settings: Settings, dimse: bool, http: bool) -> multiprocessing.process.BaseProcess:
-    """One more server process on the shared ports (a fresh interpreter: no shared state)."""
+async def _fronts(
+    archive: Archive, dimse_mod: Any | None, web_mod: Any | None
+) -> tuple[dict[str, balance.Front], Callable[[], Awaitable[None]]]:
+    """The front ends of a balanced process: servers that do not listen but adopt the
+    connections handed to them; and how to close them."""
+    fronts: dict[str, balance.Front] = {}
+    dimse_server = None
+    runner = None
+    if dimse_mod is not None:
+        dimse_server = dimse_mod.DimseServer(archive, listen=False)
+        dimse_server.start()
+        server = dimse_server
+        fronts["dimse"] = balance.Front(server.adopt, lambda: server.open_associations)
+    if web_mod is not None:
+        from aiohttp import web
+
+        runner = web.AppRunner(web_mod.create_app(archive), access_log=None)
+        await runner.setup()
+        loop = asyncio.get_running_loop()
+        protocol = runner.server
+        assert protocol is not None
+
+        def adopt_http(sock: socket.socket) -> None:
+            async def connect() -> None:
+                await loop.connect_accepted_socket(protocol, sock)
+
+            loop.call_soon_threadsafe(lambda: loop.create_task(connect()))
+
+        fronts["http"] = balance.Front(adopt_http, lambda: len(protocol.connections))
+
+    async def close() -> None:
+        if runner is not None:
+            await runner.cleanup()
+        if dimse_server is not None:
+            dimse_server.stop()
+
+    return fronts, close
+
+
+def _spawn(
+    settings: Settings, shared: balance.Shared, index: int, channel: socket.socket, kinds: set[str]
+) -> multiprocessing.process.BaseProcess:
+    """One more server process (a fresh interpreter: no shared state but the counters)."""
     process = multiprocessing.get_context("spawn").Process(
         target=_server_process,
-        args=(settings, os.getpid(), dimse, http),
+        args=(settings, os.getpid(), shared, index, channel, kinds),
         name="vna-serve",
         daemon=True,
     )
@@ -124,30 +214,34 @@ def _spawn(settings: Settings, dimse: bool, http: bool) -> multiprocessing.proce
     return process
 
 
-def _server_process(settings: Settings, parent: int, dimse: bool, http: bool) -> None:
-    """Body of an extra server process: serve until told to stop or the parent is gone."""
+def _server_process(
+    settings: Settings,
+    parent: int,
+    shared: balance.Shared,
+    index: int,
+    channel: socket.socket,
+    kinds: set[str],
+) -> None:
+    """Body of an extra server process: serve what is handed over until told to stop or the
+    parent is gone."""
     archive = Archive.open(settings, migrate=False)  # the parent has migrated
 
     async def main() -> None:
         stop = _stop_event()
-        dimse_server = None
-        runner = None
+        dimse_mod = _front_end("dimse.server") if "dimse" in kinds else None
+        web_mod = _front_end("dicomweb.app") if "http" in kinds else None
+        fronts, close = await _fronts(archive, dimse_mod, web_mod)
+        reporter = balance.Reporter(shared, index, fronts)
+        reporter.start(channel)
         try:
-            dimse_mod = _front_end("dimse.server") if dimse else None
-            web_mod = _front_end("dicomweb.app") if http else None
-            if dimse_mod is not None:
-                dimse_server = dimse_mod.DimseServer(archive, share_port=True)
-                dimse_server.start()
-            if web_mod is not None:
-                runner = await _start_http(web_mod, archive, reuse_port=True)
             while not stop.is_set() and os.getppid() == parent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
         finally:
-            if runner is not None:
-                await runner.cleanup()
-            if dimse_server is not None:
-                dimse_server.stop()
+            reporter.stop()
+            with contextlib.suppress(OSError):
+                channel.close()
+            await close()
 
     try:
         asyncio.run(main())
