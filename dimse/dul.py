@@ -206,9 +206,9 @@ class WakingDUL(DULServiceProvider):
             log.warning("aborting the association: %s", exc)
             self.event_queue.put("Evt19")
             return None
-        messages: Any = self.assoc.dimse.msg_queue  # served by VnaAssociation._serve_request
-        for received in done:
-            messages.put((received.context_id, received))
+        messages: Any = self.assoc.dimse.msg_queue  # ReceivedStore: VnaAssociation serves it
+        for item in done:
+            messages.put(item)
         return b"".join(slow) if slow else None
 
     def _raw_socket(self) -> socket.socket | None:

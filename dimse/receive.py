@@ -7,8 +7,10 @@ then copies the data set into the archive's spool. For a small object that is mo
 cost of a C-STORE. Here the DUL thread looks at each P-DATA-TF PDU itself (PS3.8 9.3.5):
 the fragments of a C-STORE-RQ data set (PS3.7 9.3.1.1) are written, as they arrive, after
 the archive's own File Meta Information, and the association thread gets one finished,
-hashed spool file to ingest. Every other message (C-ECHO, C-FIND, C-MOVE, C-GET, N-ACTION,
-responses to our own sub-operations, anything malformed) is handed to pynetdicom unchanged.
+hashed spool file to ingest. The C-STORE-RSPs a peer sends back during our C-GET or C-MOVE
+sub-operations are decoded here too (a handful of command elements), for the same reason.
+Every other message (C-ECHO, C-FIND, C-MOVE, C-GET, N-ACTION, anything malformed) is handed
+to pynetdicom unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import struct
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+
+from pynetdicom.dimse_primitives import C_STORE
 
 from vna.archive import Archive
 from vna.errors import VnaError
@@ -29,10 +33,14 @@ log = logging.getLogger(__name__)
 COMMAND_BIT = 0x01
 LAST_BIT = 0x02
 C_STORE_RQ = 0x0001  # Command Field (PS3.7 E.1)
+C_STORE_RSP = 0x8001
 NO_DATA_SET = 0x0101  # Command Data Set Type: no data set follows
 TAG_AFFECTED_SOP_CLASS = 0x0002
 TAG_COMMAND_FIELD = 0x0100
 TAG_MESSAGE_ID = 0x0110
+TAG_MESSAGE_ID_RESPONDED = 0x0120
+TAG_STATUS = 0x0900
+TAG_ERROR_COMMENT = 0x0902
 TAG_PRIORITY = 0x0700
 TAG_DATA_SET_TYPE = 0x0800
 TAG_AFFECTED_SOP_INSTANCE = 0x1000
@@ -102,13 +110,39 @@ def _uid(value: bytes | None) -> str:
     return (value or b"").decode("ascii", "replace").rstrip("\x00 ").strip()
 
 
+def _store_response(command: dict[int, bytes]) -> C_STORE | None:
+    """A C-STORE-RSP (PS3.7 9.3.1.2) as pynetdicom's primitive, or None for anything else
+    (or a response carrying more than pynetdicom's reading would keep simple)."""
+    if _us(command.get(TAG_COMMAND_FIELD)) != C_STORE_RSP:
+        return None
+    if _us(command.get(TAG_DATA_SET_TYPE)) != NO_DATA_SET:
+        return None
+    message_id = _us(command.get(TAG_MESSAGE_ID_RESPONDED))
+    code = _us(command.get(TAG_STATUS))
+    if message_id is None or code is None:
+        return None
+    response: Any = C_STORE()
+    response.MessageIDBeingRespondedTo = message_id
+    response.Status = code
+    sop_class = _uid(command.get(TAG_AFFECTED_SOP_CLASS))
+    sop_instance = _uid(command.get(TAG_AFFECTED_SOP_INSTANCE))
+    if sop_class:
+        response.AffectedSOPClassUID = sop_class
+    if sop_instance:
+        response.AffectedSOPInstanceUID = sop_instance
+    comment = command.get(TAG_ERROR_COMMENT)
+    if comment:
+        response.ErrorComment = comment.decode("ascii", "replace").strip(" \x00")[:64]
+    return response
+
+
 class StoreReceiver:
     """Routes the PDVs of received P-DATA-TF PDUs: C-STORE data sets to the spool, the
     rest to pynetdicom. One per association; used by the DUL thread only."""
 
-    def __init__(self, assoc: Any, archive: Archive, calling_ae: str) -> None:
+    def __init__(self, assoc: Any, archive: Archive | None, calling_ae: str) -> None:
         self.assoc = assoc
-        self.archive = archive
+        self.archive = archive  # None: requests are not spooled (an association we opened)
         self.calling_ae = calling_ae
         self._state = IDLE
         self._command = bytearray()
@@ -116,17 +150,18 @@ class StoreReceiver:
         self._current: ReceivedStore | None = None
         self._handed: list[ReceivedStore] = []
 
-    def feed(self, body: bytes | bytearray) -> tuple[list[bytes], list[ReceivedStore]]:
+    def feed(self, body: bytes | bytearray) -> tuple[list[bytes], list[tuple[int, Any]]]:
         """Take the PDV items of one P-DATA-TF PDU (the bytes after its 6-byte header).
 
-        Returns the raw PDV items pynetdicom must see (in order) and the C-STORE requests
-        completed by this PDU.
+        Returns the raw PDV items pynetdicom must see (in order) and the messages completed
+        by this PDU, as (presentation context ID, ReceivedStore or C_STORE response) for the
+        association's message queue.
 
         Raises:
             ProtocolError: a fragment that cannot belong to the message being received.
         """
         slow: list[bytes] = []
-        done: list[ReceivedStore] = []
+        done: list[tuple[int, Any]] = []
         view = memoryview(body)
         pos, end = 0, len(body)
         while pos < end:
@@ -149,7 +184,7 @@ class StoreReceiver:
             elif self._state == DATA:
                 finished = self._data(context_id, header, value)
                 if finished is not None:
-                    done.append(finished)
+                    done.append((context_id, finished))
             elif not header & COMMAND_BIT:  # a data fragment without its command
                 self._state = PASSTHROUGH
                 slow.extend(self._held)
@@ -160,16 +195,21 @@ class StoreReceiver:
                 self._held.append(bytes(item))
                 self._state = COMMAND
                 if header & LAST_BIT:
-                    slow.extend(self._decide(context_id))
+                    slow.extend(self._decide(context_id, done))
         return slow, done
 
-    def _decide(self, context_id: int) -> list[bytes]:
-        """The command is complete: start spooling a C-STORE, or return its PDVs for
-        pynetdicom."""
+    def _decide(self, context_id: int, done: list[tuple[int, Any]]) -> list[bytes]:
+        """The command is complete: start spooling a C-STORE, decode a C-STORE response,
+        or return its PDVs for pynetdicom."""
         command = parse_command(bytes(self._command))
         held = self._held
         self._command = bytearray()
         self._held = []
+        response = _store_response(command) if command is not None else None
+        if response is not None:
+            done.append((context_id, response))
+            self._state = IDLE
+            return []
         started = self._start(command, context_id) if command is not None else None
         if started is not None:
             self._current = started
@@ -186,7 +226,7 @@ class StoreReceiver:
     def _start(self, command: dict[int, bytes], context_id: int) -> ReceivedStore | None:
         """A ReceivedStore for a well-formed C-STORE-RQ on a storage context we accepted as
         SCP, else None (pynetdicom serves, or refuses, the others)."""
-        if _us(command.get(TAG_COMMAND_FIELD)) != C_STORE_RQ:
+        if self.archive is None or _us(command.get(TAG_COMMAND_FIELD)) != C_STORE_RQ:
             return None
         data_set_type = _us(command.get(TAG_DATA_SET_TYPE))
         message_id = _us(command.get(TAG_MESSAGE_ID))

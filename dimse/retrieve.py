@@ -33,8 +33,10 @@ from dimse.find import is_cancelled
 from dimse.services import Services
 from dimse.transfer import (
     SendFailed,
+    encode_pending_retrieve_response,
     reactor_paused,
     send_c_store,
+    send_messages,
     stored_data_set,
     without_meta,
 )
@@ -217,6 +219,7 @@ class _Responder:
         self.rsp = primitive()
         self.rsp.MessageIDBeingRespondedTo = req.MessageID
         self.rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+        self.command_field = 0x8021 if primitive is C_MOVE else 0x8010  # PS3.7 E.1
 
     def _send(self, code: int, counts: Counts | None, remaining: bool, listed: bool) -> None:
         rsp = self.rsp
@@ -233,7 +236,17 @@ class _Responder:
         self.assoc.dimse.send_msg(rsp, self.cx_id)
 
     def pending(self, counts: Counts) -> None:
-        self._send(status.PENDING, counts, remaining=True, listed=False)
+        """Sent after every sub-operation: written directly, not through pydicom."""
+        if max(counts.remaining, counts.completed, counts.failed, counts.warning) > 0xFFFF:
+            self._send(status.PENDING, counts, remaining=True, listed=False)
+            return
+        command = encode_pending_retrieve_response(
+            self.command_field,
+            str(self.rsp.AffectedSOPClassUID),
+            int(self.rsp.MessageIDBeingRespondedTo),
+            (counts.remaining, counts.completed, counts.failed, counts.warning),
+        )
+        send_messages(self.assoc, self.cx_id, [(command, None)])
 
     def cancelled(self, counts: Counts) -> None:
         self._send(status.CANCEL, counts, remaining=True, listed=True)

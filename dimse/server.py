@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, cast
 
+from pydicom import config as pydicom_config
 from pynetdicom import AE, _config, evt
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
@@ -188,6 +189,22 @@ def _receiver(services: Services, assoc: Any) -> StoreReceiver:
     return StoreReceiver(assoc, services.archive, calling)
 
 
+class _AE(AE):
+    """The archive's AE: the associations it requests (C-MOVE sub-operations, storage
+    commitment reports) get the waking DUL too, with C-STORE responses decoded directly."""
+
+    def _create_socket(self, assoc: Association, address: Any, tls_args: Any) -> Any:
+        sock = super()._create_socket(assoc, address, tls_args)
+        WakingDUL.install(assoc.dul)
+        cast(WakingDUL, assoc.dul).receiver_factory = _response_receiver
+        return sock
+
+
+def _response_receiver(assoc: Any) -> StoreReceiver:
+    """For an association we requested: responses only (no C-STORE is spooled)."""
+    return StoreReceiver(assoc, None, "")
+
+
 class _Server(ThreadedAssociationServer):
     services: Services
 
@@ -235,9 +252,13 @@ class DimseServer:
         _config.LOG_HANDLER_LEVEL = "none"
         _config.LOG_REQUEST_IDENTIFIERS = False
         _config.LOG_RESPONSE_IDENTIFIERS = False
+        # pydicom checks every UID it builds against a regular expression only to warn:
+        # an association request proposing a hundred storage classes built thousands. The
+        # archive judges what it receives itself (vna/dicomfile.py), so the check is off.
+        pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
         if not log.isEnabledFor(logging.DEBUG):
             logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-        ae = AE(ae_title=settings.ae_title.strip())
+        ae = _AE(ae_title=settings.ae_title.strip())
         ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
         ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
         ae.maximum_pdu_size = settings.dimse_max_pdu

@@ -11,12 +11,12 @@ transcoded in memory first (vna.transcode), which is the only case that decodes 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import struct
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
@@ -142,23 +142,24 @@ def send_c_store(
     """
     if not assoc.is_established:
         raise SendFailed("the association is not established")
-    req = C_STORE()
-    req.MessageID = message_id
-    req.AffectedSOPClassUID = sop_class
-    req.AffectedSOPInstanceUID = sop_instance
-    req.Priority = MEDIUM
-    if originator is not None:
-        req.MoveOriginatorApplicationEntityTitle = originator[0]
-        req.MoveOriginatorMessageID = originator[1]
-    message = C_STORE_RQ()
-    message.primitive_to_message(req)
-    message.command_set.CommandDataSetType = 0x0001  # a data set follows (PS3.7 E.1)
+    command = encode_store_request(sop_class, sop_instance, message_id, originator)
     max_pdu = int(assoc.dimse.maximum_pdu_size or 0)
-    for pdata in message.encode_msg(cx_id, max_pdu):
-        assoc.dul.send_pdu(pdata)
-    size = max_pdu - 6 if max_pdu else UNLIMITED_FRAGMENT
-    for fragment, last in _fragments(data_set, size):
-        _send_pdata(assoc, cx_id, b"\x02" if last else b"\x00", fragment)
+    limit = max_pdu if max_pdu else UNLIMITED_FRAGMENT
+    chunks = iter(data_set)
+    head = bytearray()
+    complete = True
+    for chunk in chunks:
+        head += chunk
+        if len(head) + len(command) + 18 > limit:
+            complete = False
+            break
+    if complete:  # a small object: command and data set in one PDU, one write
+        send_messages(assoc, cx_id, [(command, bytes(head))])
+    else:
+        send_message(assoc, cx_id, command, None)
+        size = max_pdu - 6 if max_pdu else UNLIMITED_FRAGMENT
+        for fragment, last in _fragments(itertools.chain([bytes(head)], chunks), size):
+            _send_pdata(assoc, cx_id, b"\x02" if last else b"\x00", fragment)
     while True:
         _cx, rsp = assoc.dimse.get_msg(block=True)
         if rsp is None:
@@ -190,6 +191,50 @@ def encode_find_response(
             _command_element(0x00000902, comment[:64].encode("ascii", "replace"))
             if comment
             else b"",
+        ]
+    )
+    return _command_element(0x00000000, struct.pack("<I", len(body))) + body
+
+
+def encode_store_request(
+    sop_class: str, sop_instance: str, message_id: int, originator: tuple[str, int] | None
+) -> bytes:
+    """A C-STORE-RQ command set (PS3.7 9.3.1.1) announcing a data set, written directly."""
+    elements = [
+        _command_element(0x00000002, sop_class.encode("ascii")),
+        _command_element(0x00000100, struct.pack("<H", 0x0001)),
+        _command_element(0x00000110, struct.pack("<H", message_id)),
+        _command_element(0x00000700, struct.pack("<H", MEDIUM)),
+        _command_element(0x00000800, struct.pack("<H", 0x0001)),  # a data set follows
+        _command_element(0x00001000, sop_instance.encode("ascii")),
+    ]
+    if originator is not None:  # Move Originator AE Title and Message ID
+        elements.append(_command_element(0x00001030, originator[0][:16].encode("ascii")))
+        elements.append(_command_element(0x00001031, struct.pack("<H", originator[1])))
+    body = b"".join(elements)
+    return _command_element(0x00000000, struct.pack("<I", len(body))) + body
+
+
+def encode_pending_retrieve_response(
+    command_field: int,
+    sop_class: str,
+    message_id: int,
+    counts: tuple[int, int, int, int],
+) -> bytes:
+    """A Pending C-MOVE-RSP or C-GET-RSP (PS3.7 9.3.4.2, 9.3.3.2) with the Number of
+    Remaining, Completed, Failed and Warning Sub-operations, written directly."""
+    remaining, completed, failed, warning = counts
+    body = b"".join(
+        [
+            _command_element(0x00000002, sop_class.encode("ascii")),
+            _command_element(0x00000100, struct.pack("<H", command_field)),
+            _command_element(0x00000120, struct.pack("<H", message_id)),
+            _command_element(0x00000800, struct.pack("<H", 0x0101)),
+            _command_element(0x00000900, struct.pack("<H", 0xFF00)),
+            _command_element(0x00001020, struct.pack("<H", remaining)),
+            _command_element(0x00001021, struct.pack("<H", completed)),
+            _command_element(0x00001022, struct.pack("<H", failed)),
+            _command_element(0x00001023, struct.pack("<H", warning)),
         ]
     )
     return _command_element(0x00000000, struct.pack("<I", len(body))) + body

@@ -5,6 +5,7 @@ small PDUs, mixed with messages pynetdicom serves."""
 from __future__ import annotations
 
 import struct
+from io import BytesIO
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,15 +15,26 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 from pynetdicom import build_context
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+from pynetdicom.dsutils import decode as _decode
 from pynetdicom.sop_class import Verification
 
 from dimse.receive import ProtocolError, ReceivedStore, StoreReceiver, parse_command
+from dimse.transfer import (
+    encode_pending_retrieve_response,
+    encode_store_request,
+    encode_store_response,
+)
 from tests.dimse.conftest import associate, data_set_bytes, running
 from tests.dimse.test_store import stored_data_set
 from tests.support.factory import make_dataset, write
 from vna.archive import Archive
 
 CT_CONTEXT, ECHO_CONTEXT = 1, 3
+
+
+def decode(command: BytesIO) -> Any:
+    """A command set as pydicom reads it (Implicit VR Little Endian)."""
+    return _decode(command, True, True)
 
 
 def _command(primitive: Any, message: Any, data_set: bool) -> bytes:
@@ -89,8 +101,8 @@ def test_store_fragments_across_pdus_are_spooled_after_our_meta(
     assert (slow, done) == ([], [])
     slow, done = receiver.feed(pdv(CT_CONTEXT, 0x00, data[5000:9000]) + pdv(1, 0x02, data[9000:]))
     assert slow == []
-    [received] = done
-    assert isinstance(received, ReceivedStore)
+    [(context_id, received)] = done
+    assert context_id == CT_CONTEXT and isinstance(received, ReceivedStore)
     assert (received.message_id, received.sop_instance) == (7, "1.2.3.4")
     content = received.spool.path.read_bytes()
     assert content[128:132] == b"DICM" and content.endswith(data)
@@ -115,8 +127,8 @@ def test_other_messages_pass_through_unchanged(receiver: StoreReceiver) -> None:
     slow, done = receiver.feed(pdv(CT_CONTEXT, 0x03, store_command("1.2.3.6")))
     assert slow == []
     slow, done = receiver.feed(pdv(CT_CONTEXT, 0x02, b"\x00\x00"))
-    assert [r.sop_instance for r in done] == ["1.2.3.6"]
-    done[0].abandon()
+    assert [r.sop_instance for _, r in done] == ["1.2.3.6"]
+    done[0][1].abandon()
 
 
 def test_interrupted_data_set_is_a_protocol_error(receiver: StoreReceiver) -> None:
@@ -139,7 +151,7 @@ def test_close_removes_what_was_not_ingested(receiver: StoreReceiver) -> None:
     assert len(list(receiver.archive.spool_dir.glob("*.part"))) == 2
     receiver.close()  # the association ended before the first was answered
     assert not list(receiver.archive.spool_dir.glob("*.part"))
-    assert not done[0].take()
+    assert not done[0][1].take()
 
 
 def test_small_pdus_and_mixed_messages_on_one_association(
@@ -173,3 +185,44 @@ def pydicom_read(path: Path) -> Any:
     import pydicom
 
     return pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def test_store_response_is_decoded_here(receiver: StoreReceiver) -> None:
+    """The C-STORE-RSPs of our own sub-operations skip pynetdicom's decoding too."""
+    command = encode_store_response(CTImageStorage, "1.2.3.11", 42, 0xB007, "coerced")
+    slow, done = receiver.feed(pdv(CT_CONTEXT, 0x03, command))
+    assert slow == []
+    [(context_id, response)] = done
+    assert context_id == CT_CONTEXT and isinstance(response, C_STORE)
+    assert (response.MessageIDBeingRespondedTo, response.Status) == (42, 0xB007)
+    assert response.AffectedSOPInstanceUID == "1.2.3.11"
+    assert response.ErrorComment == "coerced"
+
+
+def test_commands_written_directly_decode_as_the_standard_says() -> None:
+    request = decode(BytesIO(encode_store_request(CTImageStorage, "1.2.3", 5, ("MOVER", 9))))
+    assert request.CommandField == 0x0001 and request.MessageID == 5
+    assert request.AffectedSOPClassUID == CTImageStorage
+    assert request.AffectedSOPInstanceUID == "1.2.3"
+    assert request.CommandDataSetType != 0x0101 and request.Priority == 0
+    assert request.MoveOriginatorApplicationEntityTitle.strip() == "MOVER"
+    assert request.MoveOriginatorMessageID == 9
+    assert (
+        request.CommandGroupLength
+        == len(encode_store_request(CTImageStorage, "1.2.3", 5, ("MOVER", 9))) - 12
+    )
+    pending = decode(
+        BytesIO(encode_pending_retrieve_response(0x8010, CTImageStorage, 7, (3, 2, 1, 0)))
+    )
+    assert (pending.CommandField, pending.MessageIDBeingRespondedTo, pending.Status) == (
+        0x8010,
+        7,
+        0xFF00,
+    )
+    assert pending.CommandDataSetType == 0x0101
+    assert (
+        pending.NumberOfRemainingSuboperations,
+        pending.NumberOfCompletedSuboperations,
+        pending.NumberOfFailedSuboperations,
+        pending.NumberOfWarningSuboperations,
+    ) == (3, 2, 1, 0)
