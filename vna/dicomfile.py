@@ -1,18 +1,20 @@
 """Reading a stored or incoming DICOM Part 10 file without loading its pixel data.
 
-The header is parsed with pydicom up to Pixel Data; the pixel data element itself is walked by
-hand (item headers only) so that the offset and length of every frame in the file is known,
-and whatever follows it is parsed again. Memory stays bounded by the header size, whatever
-the number or size of the frames.
+The header is parsed up to Pixel Data — by :mod:`vna.fastread` when the file is of the common
+simple kind, else by pydicom; the pixel data element itself is walked by hand (item headers
+only) so that the offset and length of every frame in the file is known, and whatever follows
+it is parsed again. Memory stays bounded by the header size, whatever the number or size of
+the frames.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -26,7 +28,7 @@ from pydicom.uid import (
 )
 
 from vna import dicomjson
-from vna.errors import MissingAttribute, NotDicom, TruncatedObject
+from vna.errors import MissingAttribute, NotDicom, TruncatedObject, VnaError
 
 #: Values above this size are not read into memory while parsing the header.
 DEFER_SIZE = 256 * 1024
@@ -55,6 +57,8 @@ VIDEO_SYNTAXES = frozenset(
     }
 )
 MAX_UID_LENGTH = 64
+_NOT_IN_UID = frozenset("/\\?#% ")
+_PLAIN_UID = re.compile(r"[0-9.]+")  # the usual case of the isdigit() test, without a loop
 
 
 @dataclass(frozen=True)
@@ -86,11 +90,14 @@ class PixelInfo:
 
 @dataclass
 class ParsedObject:
-    """What ingest needs to know about a Part 10 file."""
+    """What ingest needs to know about a Part 10 file.
+
+    ``dataset`` and ``file_meta`` (pydicom objects that ingest itself does not need) are
+    parsed from ``path`` on first access when the fast reader made the object: building them
+    is most of the cost it saves. The file must then still be at ``path``.
+    """
 
     path: Path
-    file_meta: FileMetaDataset
-    dataset: Dataset  # everything but pixel data; large values deferred
     transfer_syntax: str
     sop_class_uid: str
     sop_instance_uid: str
@@ -102,6 +109,43 @@ class ParsedObject:
     warnings: list[str]
     has_preamble: bool
     dataset_offset: int  # where the data set (after the file meta group) starts
+    _dataset: Dataset | None = field(default=None, repr=False, compare=False)
+    _file_meta: FileMetaDataset | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def dataset(self) -> Dataset:
+        """Everything but pixel data; large values deferred."""
+        if self._dataset is None:
+            self._dataset, self._file_meta = _pydicom_datasets(self.path)
+        return self._dataset
+
+    @dataset.setter
+    def dataset(self, value: Dataset) -> None:
+        self._dataset = value
+
+    @property
+    def file_meta(self) -> FileMetaDataset:
+        """The File Meta Information group (PS3.10 7.1)."""
+        if self._file_meta is None:
+            self._dataset, self._file_meta = _pydicom_datasets(self.path)
+        return self._file_meta
+
+    @file_meta.setter
+    def file_meta(self, value: FileMetaDataset) -> None:
+        self._file_meta = value
+
+
+def _pydicom_datasets(path: Path) -> tuple[Dataset, FileMetaDataset]:
+    full = read_with_pydicom(path)
+    assert full._dataset is not None and full._file_meta is not None
+    return full._dataset, full._file_meta
+
+
+class PixelAttributes(Protocol):
+    """What the pixel data walk asks of the data set (a pydicom Dataset or the fast reader's
+    equivalent): ``get(keyword, default)`` with pydicom's value semantics."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
 
 
 def _looks_like_dataset(head: bytes) -> bool:
@@ -124,15 +168,23 @@ def sniff(fp: BinaryIO) -> bool:
 
 def _clean_uid(ds: Dataset, keyword: str, warnings: list[str], meta_value: str = "") -> str:
     """A Type 1 UID, tolerated when slightly malformed, refused when absent or unusable."""
-    value = ds.get(keyword, None) or meta_value
+    return check_uid(keyword, ds.get(keyword, None) or meta_value, warnings)
+
+
+def check_uid(keyword: str, value: Any, warnings: list[str]) -> str:
+    """The checks of :func:`_clean_uid` on a value already looked up.
+
+    Raises:
+        MissingAttribute: the UID is absent, empty or unusable.
+    """
     text = str(value or "").strip().rstrip("\x00").strip()
     if not text:
         raise MissingAttribute(f"{keyword} is missing or empty")
     if len(text) > MAX_UID_LENGTH:
         raise MissingAttribute(f"{keyword} is longer than 64 characters: {text[:80]!r}")
-    if any(c in text for c in "/\\?#% ") or not text.isprintable():
+    if not _NOT_IN_UID.isdisjoint(text) or not text.isprintable():
         raise MissingAttribute(f"{keyword} holds characters a UID cannot have: {text!r}")
-    if not all(c.isdigit() or c == "." for c in text):
+    if not _PLAIN_UID.fullmatch(text) and not all(c.isdigit() or c == "." for c in text):
         warnings.append(f"{keyword} {text!r} is not a conformant UID (accepted)")
     return text
 
@@ -268,7 +320,7 @@ def _walk_encapsulated(
     return bot, fragments, first_fragment_item
 
 
-def _native_frame_length(ds: Dataset) -> int | None:
+def _native_frame_length(ds: PixelAttributes) -> int | None:
     rows = int(ds.get("Rows", 0) or 0)
     cols = int(ds.get("Columns", 0) or 0)
     bits = int(ds.get("BitsAllocated", 0) or 0)
@@ -278,7 +330,7 @@ def _native_frame_length(ds: Dataset) -> int | None:
     return rows * cols * samples * bits // 8
 
 
-def _number_of_frames(ds: Dataset, warnings: list[str]) -> int:
+def _number_of_frames(ds: PixelAttributes, warnings: list[str]) -> int:
     raw = ds.get("NumberOfFrames", None)
     if raw in (None, ""):
         return 1
@@ -293,11 +345,26 @@ def _number_of_frames(ds: Dataset, warnings: list[str]) -> int:
 def read_object(path: Path) -> ParsedObject:
     """Parse a Part 10 file (or a bare data set) from disk.
 
+    The common simple file is parsed by :func:`vna.fastread.read_simple`; anything else, and
+    any file it refuses, by pydicom (:func:`read_with_pydicom`), with the same result.
+
     Raises:
         NotDicom: the file is not DICOM.
         TruncatedObject: the file ends before its content does.
         MissingAttribute: a UID the archive needs is absent.
     """
+    from vna.fastread import read_simple  # imports this module
+
+    try:
+        parsed = read_simple(path)
+    except VnaError:
+        parsed = None  # the general reader decides, and words the error
+    return parsed if parsed is not None else read_with_pydicom(path)
+
+
+def read_with_pydicom(path: Path) -> ParsedObject:
+    """:func:`read_object` by pydicom's general reader: any transfer syntax, character set or
+    malformation it tolerates. Same raises as :func:`read_object`."""
     warnings: list[str] = []
     file_size = path.stat().st_size
     with path.open("rb") as fp:
@@ -353,9 +420,8 @@ def read_object(path: Path) -> ParsedObject:
         bulk: dict[str, tuple[int, int]] = {}
         if position < stream_size:
             stream.seek(position)
-            pixel, trailing = _read_pixel_and_rest(
-                stream, dataset, ts, implicit, little, stream_size, warnings
-            )
+            pixel = read_pixel(stream, dataset, ts, implicit, little, stream_size, warnings)
+            trailing = _read_trailing(stream, implicit, little, stream_size, warnings)
             for tag, elem in trailing.items():
                 dataset[tag] = elem
             if deflated and pixel is not None:
@@ -404,8 +470,6 @@ def read_object(path: Path) -> ParsedObject:
             bulk[key] = (pixel.value_offset, pixel.value_length)
     return ParsedObject(
         path=path,
-        file_meta=file_meta,
-        dataset=dataset,
         transfer_syntax=ts,
         sop_class_uid=sop_class,
         sop_instance_uid=sop_instance,
@@ -417,6 +481,8 @@ def read_object(path: Path) -> ParsedObject:
         warnings=warnings,
         has_preamble=has_preamble,
         dataset_offset=meta_meta_offset,
+        _dataset=dataset,
+        _file_meta=file_meta,
     )
 
 
@@ -518,16 +584,17 @@ def _size(stream: BinaryIO) -> int:
     return size
 
 
-def _read_pixel_and_rest(
+def read_pixel(
     fp: BinaryIO,
-    ds: Dataset,
+    ds: PixelAttributes,
     ts: str,
     implicit: bool,
     little: bool,
     file_size: int,
     warnings: list[str],
-) -> tuple[PixelInfo | None, Dataset]:
-    """Walk the pixel data element by hand, then parse anything after it."""
+) -> PixelInfo:
+    """Walk the pixel data element at ``fp`` by hand (item headers only, PS3.5 A.4); leave
+    ``fp`` after it."""
     tag, vr, length, _header = _element_header(fp, implicit, little)
     value_offset = fp.tell()
     if vr not in ("OB", "OW", "OF", "OD", "UN"):
@@ -571,6 +638,13 @@ def _read_pixel_and_rest(
             )
         pixel = PixelInfo(tag, vr, value_offset, length, False, n_frames, frame_length, frames)
         fp.seek(value_offset + length)
+    return pixel
+
+
+def _read_trailing(
+    fp: BinaryIO, implicit: bool, little: bool, file_size: int, warnings: list[str]
+) -> Dataset:
+    """Parse whatever follows the pixel data element (a second one is dropped)."""
     trailing = Dataset()
     if fp.tell() < file_size:
         try:
@@ -581,4 +655,4 @@ def _read_pixel_and_rest(
             if extra in trailing:
                 warnings.append(f"a second pixel data element ({extra:08X}) was ignored")
                 del trailing[extra]
-    return pixel, trailing
+    return trailing
