@@ -14,7 +14,7 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, NoReturn, TypeVar
 
@@ -104,12 +104,19 @@ class FilesystemStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def put_file(self, key: str, path: Path, *, move: bool = False) -> int:
-        """Store the file under ``key``; with ``move=True`` rename it in when possible."""
+    def put_file(
+        self, key: str, path: Path, *, move: bool = False, flush_folder: bool = True
+    ) -> int:
+        """Store the file under ``key``; with ``move=True`` rename it in when possible.
+
+        With ``flush_folder=False`` the object's bytes are durable on return but its folder
+        entry is not until :meth:`flush_folders` is called for it: several objects put
+        together then share one flush of their folder (keys made together share one).
+        """
         dest = self.path_for(key)
         source = Path(path)
         if move:
-            moved = self._try_move(source, dest)
+            moved = self._try_move(source, dest, flush_folder)
             if moved is not None:
                 return moved
         try:
@@ -121,6 +128,7 @@ class FilesystemStore:
                 dest,
                 lambda: self._guard(lambda: src.read(CHUNK_SIZE), f"cannot read {source}"),
                 None,
+                flush_folder,
             )
         if move:
             try:
@@ -149,7 +157,16 @@ class FilesystemStore:
 
         return self._write_atomically(dest, read_chunk, size)
 
-    def _try_move(self, source: Path, dest: Path) -> int | None:
+    def flush_folders(self, keys: Iterable[str]) -> None:
+        """Make durable the folder entries of objects put with ``flush_folder=False``:
+        one flush per distinct folder."""
+        for folder in sorted({self.path_for(key).parent for key in keys}):
+            try:
+                _fsync_dir(folder)
+            except OSError as exc:
+                _raise_store_error(exc, f"cannot flush {folder}")
+
+    def _try_move(self, source: Path, dest: Path, flush_folder: bool = True) -> int | None:
         """Rename ``source`` onto ``dest`` durably; None when it must be copied instead."""
         try:
             st = os.lstat(source)
@@ -174,7 +191,8 @@ class FilesystemStore:
                 raise
             # Only the new entry must be durable: the source's folder (a spool) may lose its
             # removal in a crash, which leaves at worst a spooled file to clean up.
-            _fsync_dir(dest.parent)
+            if flush_folder:
+                _fsync_dir(dest.parent)
         except OSError as exc:
             _raise_store_error(exc, f"cannot move {source} to {dest}")
         return st.st_size
@@ -184,8 +202,10 @@ class FilesystemStore:
         dest: Path,
         read_chunk: Callable[[], bytes],
         expected: int | None,
+        flush_folder: bool = True,
     ) -> int:
-        """Write chunks to a temp file, fsync it, rename it to ``dest``, fsync the directory.
+        """Write chunks to a temp file, fsync it, rename it to ``dest``, fsync the directory
+        (unless ``flush_folder`` is false: see put_file).
 
         Errors of ``read_chunk`` (the caller's data source) propagate unchanged; errors of
         the store's own file operations become StoreError/StoreFull. Either way nothing is
@@ -221,7 +241,8 @@ class FilesystemStore:
             self._guard(lambda: self._ensure_parent(dest), f"cannot create {dest.parent}")
             self._guard(lambda: os.replace(tmp_name, dest), f"cannot store {dest}")
             committed = True
-            self._guard(lambda: _fsync_dir(dest.parent), f"cannot flush {dest.parent}")
+            if flush_folder:
+                self._guard(lambda: _fsync_dir(dest.parent), f"cannot flush {dest.parent}")
             return total
         finally:
             if not committed:

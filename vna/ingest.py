@@ -15,7 +15,7 @@ import os
 import struct
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -24,9 +24,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
 
-from storage import StoreError, StoreFull
+from storage import FilesystemStore, StoreError, StoreFull
 from vna import routes
 from vna.archive import Archive
 from vna.dicomfile import ParsedObject, read_object
@@ -351,8 +350,8 @@ def _ingest(
         raise
     if outcome is None:  # another writer stored the same bytes meanwhile
         _remove_quietly(archive, key)
-        with archive.db.read() as session:
-            previous = writer.current_version(session, parsed.sop_instance_uid)
+        with archive.db.engine.connect() as conn:
+            previous = writer.current_version(conn, parsed.sop_instance_uid)
         assert previous is not None
         return _duplicate(result, parsed, previous, move=False)
     if outcome.replaced_key:
@@ -375,20 +374,20 @@ def _duplicate(
 
 
 def _check_policies_in(
-    session: Session | Connection,
+    conn: Connection,
     duplicate_policy: str,
     conflict_policy: str,
     parsed: ParsedObject,
     sha256: str,
 ) -> writer.Existing | None:
-    previous = writer.current_version(session, parsed.sop_instance_uid)
+    previous = writer.current_version(conn, parsed.sop_instance_uid)
     if previous is not None and previous.sha256 != sha256 and duplicate_policy == "reject":
         raise DuplicateRejected(
             f"SOP Instance {parsed.sop_instance_uid} is already stored with other content "
             "(duplicate policy: reject)"
         )
     if conflict_policy == "reject":
-        indexed_patient = writer.study_patient_key(session, parsed.study_instance_uid)
+        indexed_patient = writer.study_patient_key(conn, parsed.study_instance_uid)
         if indexed_patient is not None and indexed_patient != patient_key(parsed.metadata):
             raise StudyConflict(
                 f"Study {parsed.study_instance_uid} is indexed under another patient "
@@ -407,11 +406,12 @@ def _index(
     fails on the partial unique index and the attempt is repeated.
     """
     settings = archive.settings
+    values = writer.instance_values(parsed)  # before the write lock is taken
     for _attempt in range(5):
         try:
-            with archive.db.write() as session:
+            with archive.db.transaction() as conn:
                 previous = _check_policies_in(
-                    session,
+                    conn,
                     settings.duplicate_policy,
                     settings.study_conflict_policy,
                     parsed,
@@ -420,7 +420,7 @@ def _index(
                 if previous is not None and previous.sha256 == sha256:
                     return None
                 return writer.add_instance(
-                    session,
+                    conn,
                     parsed,
                     storage_key=key,
                     size=size,
@@ -428,6 +428,7 @@ def _index(
                     source=source,
                     previous=previous,
                     duplicate_policy=settings.duplicate_policy,
+                    values=values,
                 )
         except IntegrityError:
             log.debug("concurrent ingest of %s, retrying", parsed.sop_instance_uid)
@@ -475,6 +476,10 @@ def stage_files(
     out: list[Outcome] = [None] * len(paths)
     staged: list[Staged] = []
     settings = archive.settings
+    # Objects of a batch share one flush of their store folder (filesystem store), made
+    # before this returns: each is still durable before any row is written.
+    store = archive.store
+    together = len(paths) > 1 and isinstance(store, FilesystemStore)
     with archive.db.engine.connect() as conn:
         for i, path in enumerate(paths):
             try:
@@ -488,12 +493,21 @@ def stage_files(
                     out[i] = _duplicate(result, parsed, previous, move=False)
                     continue
                 key = new_storage_key()
-                _put(archive, key, path, move=move)
+                _put(archive, key, path, move=move, flush_folder=not together)
                 staged.append(Staged(i, parsed, key, result))
             except VnaError as exc:
                 out[i] = exc
             except OSError as exc:
                 out[i] = StorageError(f"cannot read {path}: {exc.strerror or exc}")
+    if together and staged and isinstance(store, FilesystemStore):
+        keys = [item.key for item in staged]
+        try:
+            _store_call(lambda: store.flush_folders(keys))
+        except VnaError as exc:
+            for item in staged:
+                _remove_quietly(archive, item.key)
+                out[item.index] = exc
+            staged = []
     return out, staged
 
 
@@ -546,11 +560,12 @@ def _index_together(
     settings = archive.settings
     to_remove: list[str] = []
     done: list[tuple[Staged, IngestResult]] = []
-    with archive.db.write() as session:
-        for item in staged:
+    values = [writer.instance_values(item.parsed) for item in staged]  # before the lock
+    with archive.db.transaction() as conn:
+        for item, item_values in zip(staged, values, strict=True):
             sha = item.result.sha256
             previous = _check_policies_in(
-                session,
+                conn,
                 settings.duplicate_policy,
                 settings.study_conflict_policy,
                 item.parsed,
@@ -561,7 +576,7 @@ def _index_together(
                 done.append((item, _duplicate(item.result, item.parsed, previous, move=False)))
                 continue
             outcome = writer.add_instance(
-                session,
+                conn,
                 item.parsed,
                 storage_key=item.key,
                 size=item.result.size,
@@ -569,6 +584,7 @@ def _index_together(
                 source=source,
                 previous=previous,
                 duplicate_policy=settings.duplicate_policy,
+                values=item_values,
             )
             if outcome.replaced_key:
                 to_remove.append(outcome.replaced_key)
@@ -611,9 +627,20 @@ def _is_transient(exc: OperationalError) -> bool:
     return code in ("40P01", "40001") or "database is locked" in str(exc.orig)
 
 
-def _put(archive: Archive, key: str, path: Path, move: bool) -> None:
+def _put(archive: Archive, key: str, path: Path, move: bool, *, flush_folder: bool = True) -> None:
+    """Store an object durably; with ``flush_folder=False`` (filesystem store only) its
+    folder entry waits for ``flush_folders``."""
+    store = archive.store
+    if not flush_folder and isinstance(store, FilesystemStore):
+        _store_call(lambda: store.put_file(key, path, move=move, flush_folder=False))
+    else:
+        _store_call(lambda: store.put_file(key, path, move=move))
+
+
+def _store_call(action: Callable[[], object]) -> None:
+    """Run a store operation, mapping its errors to the archive's."""
     try:
-        archive.store.put_file(key, path, move=move)
+        action()
     except StoreFull as exc:
         raise OutOfResources(f"the object store is full: {exc}") from exc
     except StoreError as exc:

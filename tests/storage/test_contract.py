@@ -563,6 +563,33 @@ def test_fs_put_syncs_file_and_directory(
     assert "file" in synced and "dir" in synced
 
 
+def test_fs_folder_flush_deferred_to_flush_folders(
+    fs_store: FilesystemStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Objects put with flush_folder=False are flushed at once, their folders later: once
+    each, however many objects share one."""
+    fs_store.put_stream("aa00-0", io.BytesIO(b"0"))  # the shard folders exist already
+    fs_store.put_stream("bb00-0", io.BytesIO(b"0"))
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.append("dir" if stat.S_ISDIR(st.st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(storage.filesystem.os, "fsync", spy)
+    keys = ["aa00-1", "aa00-2", "bb00-1"]
+    for i, key in enumerate(keys):
+        source = tmp_path / f"src{i}"
+        source.write_bytes(key.encode())
+        fs_store.put_file(key, source, move=i % 2 == 0, flush_folder=False)
+    assert synced == ["file"] * 3
+    fs_store.flush_folders(keys)
+    assert synced == ["file"] * 3 + ["dir"] * 2
+    assert [read_all(fs_store, key) for key in keys] == [k.encode() for k in keys]
+
+
 def test_fs_move_renames_on_same_filesystem(fs_store: FilesystemStore, tmp_path: Path) -> None:
     source = tmp_path / "same-fs.bin"
     source.write_bytes(b"payload")

@@ -1,0 +1,194 @@
+"""The index's write path on both back ends: prepared statements, the Core write transaction,
+the computed attributes ingest keeps, and the order of durability and commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.exc import IntegrityError
+
+import storage.filesystem
+from storage import FilesystemStore
+from tests.support.factory import make_dataset, uid, write
+from vna.archive import Archive
+from vna.index import writer
+from vna.index.db import Prepared
+from vna.index.tables import Patient, RemoteAE, Series, Study
+from vna.ingest import STORED, ingest_file, ingest_files
+from vna.verify import recount
+
+_AE_COLUMNS = ["ae_title", "host", "port", "description", "created_at"]
+_INSERT_AE = Prepared(insert(RemoteAE), _AE_COLUMNS)
+_AE_HOST = Prepared(select(RemoteAE.host).where(RemoteAE.ae_title == bindparam("aet")))
+
+
+def _ae(title: str, when: dt.datetime) -> dict[str, Any]:
+    return {"ae_title": title, "host": "h", "port": 104, "description": "", "created_at": when}
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    """A stored time as aware UTC (SQLite gives it back naive, PostgreSQL aware)."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def test_prepared_statements_store_what_the_orm_reads(archive: Archive) -> None:
+    when = dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC)
+    with archive.db.transaction() as conn:
+        assert _INSERT_AE.execute(conn, _ae("PREPARED", when)) == 1
+        assert _AE_HOST.scalar(conn, {"aet": "PREPARED"}) == "h"
+    with archive.db.read() as session:
+        row = session.execute(select(RemoteAE).where(RemoteAE.ae_title == "PREPARED")).scalar_one()
+        assert (row.host, row.port, _utc(row.created_at)) == ("h", 104, when)
+    with archive.db.engine.connect() as conn:
+        assert _AE_HOST.first(conn, {"aet": "NOBODY"}) is None
+        assert _AE_HOST.all(conn, {"aet": "PREPARED"}) == [("h",)]
+        with pytest.raises(KeyError):
+            _AE_HOST.first(conn, {})
+
+
+def test_prepared_errors_are_sqlalchemy_errors_and_roll_back(archive: Archive) -> None:
+    """Callers catch IntegrityError to retry a race: a prepared statement raises the same."""
+    now = dt.datetime.now(dt.UTC)
+    with pytest.raises(IntegrityError), archive.db.transaction() as conn:
+        _INSERT_AE.execute(conn, _ae("FIRST", now))
+        _INSERT_AE.execute(conn, _ae("FIRST", now))
+    with archive.db.engine.connect() as conn:
+        assert _AE_HOST.first(conn, {"aet": "FIRST"}) is None  # the whole transaction went
+    with archive.db.transaction() as conn:  # and the connection is fine for the next one
+        _INSERT_AE.execute(conn, _ae("FIRST", now))
+
+
+def test_core_statements_share_the_write_transaction(archive: Archive) -> None:
+    now = dt.datetime.now(dt.UTC)
+    with pytest.raises(RuntimeError), archive.db.transaction() as conn:
+        _INSERT_AE.execute(conn, _ae("PREP", now))
+        conn.execute(insert(RemoteAE).values(ae_title="CORE", host="h", port=1))
+        raise RuntimeError("give up")
+    with archive.db.transaction() as conn:
+        assert _AE_HOST.first(conn, {"aet": "PREP"}) is None
+        assert _AE_HOST.first(conn, {"aet": "CORE"}) is None
+        conn.execute(insert(RemoteAE).values(ae_title="CORE", host="core", port=1))
+        _INSERT_AE.execute(conn, _ae("PREP", now))
+    with archive.db.engine.connect() as conn:
+        assert _AE_HOST.scalar(conn, {"aet": "CORE"}) == "core"
+        assert _AE_HOST.scalar(conn, {"aet": "PREP"}) == "h"
+
+
+def _counters(archive: Archive) -> dict[str, list[tuple[Any, ...]]]:
+    with archive.db.read() as session:
+        return {
+            "patient": [
+                tuple(r)
+                for r in session.execute(
+                    select(
+                        Patient.patient_key,
+                        Patient.number_of_studies,
+                        Patient.number_of_series,
+                        Patient.number_of_instances,
+                    ).order_by(Patient.patient_key)
+                )
+            ],
+            "study": [
+                tuple(r)
+                for r in session.execute(
+                    select(
+                        Study.study_instance_uid,
+                        Study.number_of_series,
+                        Study.number_of_instances,
+                        Study.modalities_in_study,
+                        Study.sop_classes_in_study,
+                    ).order_by(Study.study_instance_uid)
+                )
+            ],
+            "series": [
+                tuple(r)
+                for r in session.execute(
+                    select(Series.series_instance_uid, Series.number_of_instances).order_by(
+                        Series.series_instance_uid
+                    )
+                )
+            ],
+        }
+
+
+def test_counters_and_computed_attributes_match_the_rows(archive: Archive, tmp_path: Path) -> None:
+    """What ingest keeps up to date object by object equals a recount from the rows."""
+    study_a, study_b, study_c = uid(), uid(), uid()
+    series = [uid() for _ in range(4)]
+    files = []
+    for i in range(4):  # a new study, then new instances of its series
+        files.append(make_dataset(study_uid=study_a, series_uid=series[0], instance_number=i))
+    files.append(make_dataset(study_uid=study_a, series_uid=series[1], modality="MR"))
+    files.append(
+        make_dataset(
+            study_uid=study_a,
+            series_uid=series[2],
+            modality="OT",
+            sop_class="1.2.840.10008.5.1.4.1.1.7",
+        )
+    )
+    files.append(make_dataset(patient_id="PID2", study_uid=study_b, series_uid=series[3]))
+    files.append(make_dataset(patient_id="PID2", study_uid=study_c, modality="MR"))
+    changed = make_dataset(study_uid=study_a, series_uid=series[0], study_description="v1")
+    files.append(changed)
+    paths = [write(ds, tmp_path / f"{i}.dcm") for i, ds in enumerate(files)]
+    changed.StudyDescription = "v2"  # a second version of the same object
+    paths.append(write(changed, tmp_path / "v2.dcm"))
+    for path in paths[:5]:
+        assert ingest_file(archive, path, source="dimse:CT1").status == STORED
+    assert all(not isinstance(r, Exception) for r in ingest_files(archive, paths[5:], source="x"))
+
+    counted = _counters(archive)
+    study_rows = {row[0]: row[1:] for row in counted["study"]}
+    assert study_rows[study_a] == (
+        3,
+        7,
+        "CT\\MR\\OT",
+        "1.2.840.10008.5.1.4.1.1.2\\1.2.840.10008.5.1.4.1.1.7",
+    )
+    recount(archive)
+    assert _counters(archive) == counted
+
+
+def test_objects_are_durable_before_their_rows(
+    archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each object's bytes and folder entry are flushed before its row is written; objects
+    indexed together share one flush of their folder."""
+    if not isinstance(archive.store, FilesystemStore):
+        pytest.skip("the filesystem store's flushes")
+    events: list[str] = []
+    real_fsync = os.fsync
+    real_add = writer.add_instance
+
+    def spy_fsync(fd: int) -> None:
+        events.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "object")
+        real_fsync(fd)
+
+    def spy_add(*args: Any, **kwargs: Any) -> writer.AddOutcome:
+        events.append("row")
+        return real_add(*args, **kwargs)
+
+    monkeypatch.setattr(storage.filesystem.os, "fsync", spy_fsync)
+    monkeypatch.setattr(writer, "add_instance", spy_add)
+    study = uid()
+    one = write(make_dataset(study_uid=study), tmp_path / "one.dcm")
+    assert ingest_file(archive, one, source="import").status == STORED
+    assert events[-2:] == ["folder", "row"] and "object" in events
+    events.clear()
+    batch = [
+        write(make_dataset(study_uid=study, instance_number=i), tmp_path / f"{i}.dcm")
+        for i in range(5)
+    ]
+    assert all(not isinstance(r, Exception) for r in ingest_files(archive, batch, source="x"))
+    first_row = events.index("row")
+    assert events[first_row:] == ["row"] * 5
+    assert events[:first_row].count("object") == 5
+    assert events[first_row - 1] == "folder"
+    assert events[:first_row].count("folder") < 5  # the batch shared its folder's flush
