@@ -91,17 +91,26 @@ class JsonEncoder:
         self.bulk = bulk
         self.threshold = threshold
         self.warnings: list[str] = []
+        # codec of the data set being encoded, innermost last: a sequence item without a
+        # Specific Character Set of its own uses its parent's (PS3.5 7.5.3)
+        self._encodings: list[str | None] = []
 
     def dataset(self, ds: Dataset, path: TagPath = ()) -> dict[str, Any]:
         """Encode every element of ``ds`` (tags in ascending order, group lengths left out)."""
-        out: dict[str, Any] = {}
-        for tag in sorted(ds.keys()):
-            if tag & 0xFFFF == 0 and tag >> 16 != 0x0002:
-                continue  # group length: retired, meaningless after any change
-            encoded = self.element(ds, BaseTag(tag), path + (int(tag),))
-            if encoded is not None:
-                out[tag_hex(tag)] = encoded
-        return out
+        own = ds.get_item(0x00080005) is not None
+        inherited = self._encodings[-1] if self._encodings else "latin-1"
+        self._encodings.append(_simple_encoding(ds) if own else inherited)
+        try:
+            out: dict[str, Any] = {}
+            for tag in sorted(ds.keys()):
+                if tag & 0xFFFF == 0 and tag >> 16 != 0x0002:
+                    continue  # group length: retired, meaningless after any change
+                encoded = self.element(ds, BaseTag(tag), path + (int(tag),))
+                if encoded is not None:
+                    out[tag_hex(tag)] = encoded
+            return out
+        finally:
+            self._encodings.pop()
 
     def element(self, ds: Dataset, tag: BaseTag, path: TagPath) -> dict[str, Any] | None:
         """Encode one element, looking at the raw form first so deferred values stay unread."""
@@ -112,7 +121,7 @@ class JsonEncoder:
             if deferred and vr in BINARY_VRS:
                 # A deferred (large) value: never read it here.
                 return self._bulk_only(path, vr, raw.length)
-            encoding = _simple_encoding(ds)
+            encoding = self._encodings[-1] if self._encodings else _simple_encoding(ds)
             if encoding is not None and raw.value is not None:
                 fast = _fast_raw(raw, encoding)
                 if fast is not None:

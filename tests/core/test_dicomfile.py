@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence
 
 from tests.support.data import pydicom_file, real_files, real_ids, require_real_data
 from tests.support.factory import make_dataset, write
@@ -198,3 +200,18 @@ def test_bulk_offsets_of_small_top_level_values_are_recorded(tmp_path: Path) -> 
     parsed = read_object(path)
     offset, length = parsed.bulk["00420011"]
     assert path.read_bytes()[offset : offset + length] == document
+
+
+def test_sequence_items_inherit_the_character_set(tmp_path: Path) -> None:
+    """PS3.5 7.5.3: an item without its own Specific Character Set uses its parent's, so a
+    UTF-8 name inside a sequence is read as UTF-8, not as Latin-1."""
+    ds = make_dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "Müller^Top"
+    item = Dataset()
+    item.PatientName = "Ødegård^Ærlig"
+    ds.OtherPatientIDsSequence = Sequence([item])
+    metadata = read_object(write(ds, tmp_path / "utf8.dcm")).metadata
+    assert metadata["00100010"]["Value"] == [{"Alphabetic": "Müller^Top"}]
+    nested = metadata["00101002"]["Value"][0]["00100010"]["Value"]
+    assert nested == [{"Alphabetic": "Ødegård^Ærlig"}]
