@@ -24,9 +24,10 @@ from typing import Any
 
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.utils import make_target
 
-from dimse.receive import ProtocolError, StoreReceiver
+from dimse.receive import ProtocolError, ReceivedStore, StoreReceiver
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,9 @@ class WakingDUL(DULServiceProvider):
     #: receives every message itself).
     receiver_factory: Callable[[Any], StoreReceiver] | None
     _receiver: StoreReceiver | None
+    #: Ingests a spooled C-STORE on this thread and returns the response command set (None:
+    #: no answer is due); unset, requests go to the association's message queue.
+    store_handler: Callable[[Any, ReceivedStore], bytes | None] | None
 
     @classmethod
     def install(cls, dul: DULServiceProvider) -> None:
@@ -114,6 +118,7 @@ class WakingDUL(DULServiceProvider):
         woken._direct = True
         woken.receiver_factory = None
         woken._receiver = None
+        woken.store_handler = None
         # pynetdicom bound the thread's target to its own reactor when it built the DUL
         woken._target = make_target(woken.run_reactor)  # type: ignore[attr-defined]
 
@@ -206,10 +211,47 @@ class WakingDUL(DULServiceProvider):
             log.warning("aborting the association: %s", exc)
             self.event_queue.put("Evt19")
             return None
-        messages: Any = self.assoc.dimse.msg_queue  # ReceivedStore: VnaAssociation serves it
-        for item in done:
-            messages.put(item)
+        messages: Any = self.assoc.dimse.msg_queue
+        for context_id, message in done:
+            if isinstance(message, ReceivedStore) and self.store_handler is not None:
+                # the peer waits for this answer before it sends anything else: ingesting
+                # here saves two thread switches per object
+                command = self.store_handler(self.assoc, message)
+                if command is not None:
+                    self._send_command(context_id, command)
+                self._idle_timer.restart()
+            else:
+                messages.put((context_id, message))
         return b"".join(slow) if slow else None
+
+    def _send_command(self, context_id: int, command: bytes) -> None:
+        """Send a command set from the DUL thread itself, in order with whatever the
+        association queued before (PS3.8 E.2: command fragments, the last flagged)."""
+        limit = int(self.assoc.dimse.maximum_pdu_size or 0) or len(command) + 12
+        size = max(2, limit - 12)
+        pdus = []
+        for start in range(0, len(command), size):
+            last = start + size >= len(command)
+            value = command[start : start + size]
+            pdus.append(
+                struct.pack(">BBIIBB", 0x04, 0x00, len(value) + 6, len(value) + 2, context_id,
+                            0x03 if last else 0x01) + value
+            )  # fmt: skip
+        raw = self._raw_socket()
+        with self.send_lock:
+            if raw is not None and self._sent == self._queued:
+                try:
+                    for pdu in pdus:
+                        raw.sendall(pdu)
+                except OSError:
+                    self.event_queue.put("Evt17")
+                    return
+                _quick_ack(raw)
+                return
+        for pdu in pdus:  # behind queued primitives: queue it too
+            pdata = P_DATA()
+            pdata.presentation_data_value_list.append((context_id, pdu[11:]))
+            self.send_pdu(pdata)
 
     def _raw_socket(self) -> socket.socket | None:
         """The TCP socket under pynetdicom's AssociationSocket, if it still has one."""

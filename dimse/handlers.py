@@ -19,7 +19,7 @@ from dimse import status
 from dimse.acceptance import FIND_MODELS, GET_MODELS, MOVE_MODELS
 from dimse.receive import ReceivedStore
 from dimse.services import Services
-from dimse.transfer import encode_store_response, send_messages
+from dimse.transfer import encode_store_response
 from vna.errors import VnaError
 from vna.ingest import DUPLICATE, IngestResult, Spool, ingest_spooled, part10_meta
 
@@ -97,12 +97,13 @@ def refusal(exc: Exception, sop_instance: str, calling: str) -> tuple[int, str]:
     return code, status.error_comment(exc)
 
 
-def answer_received(assoc: Any, received: ReceivedStore) -> None:
-    """Ingest a C-STORE spooled by dimse/receive.py and send its C-STORE-RSP
-    (PS3.7 9.3.1.2); a failure leaves nothing stored."""
+def store_and_answer(assoc: Any, received: ReceivedStore) -> bytes | None:
+    """Ingest a C-STORE spooled by dimse/receive.py; return its C-STORE-RSP command set
+    (PS3.7 9.3.1.2), or None when the association ended first. A failure leaves nothing
+    stored. Runs on the association's DUL thread (dimse/dul.py sends the answer)."""
     calling = str(assoc.requestor.ae_title).strip()
     if not received.take():
-        return  # the association ended and the spooled file is gone
+        return None  # the association ended and the spooled file is gone
     with received.spool:
         if received.error is not None:
             code, comment = refusal(received.error, received.sop_instance, calling)
@@ -121,10 +122,9 @@ def answer_received(assoc: Any, received: ReceivedStore) -> None:
                 code, comment = refusal(exc, received.sop_instance, calling)
             else:
                 code, comment = store_status(result)
-    command = encode_store_response(
+    return encode_store_response(
         received.sop_class, received.sop_instance, received.message_id, code, comment
     )
-    send_messages(assoc, received.context_id, [(command, None)])
 
 
 def handle_store(event: evt.Event, services: Services) -> Dataset:

@@ -33,7 +33,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, N_ACTION
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from dimse import acceptance, commitment, find, handlers, retrieve
+from dimse import acceptance, commitment, find, handlers, retrieve, transfer
 from dimse.dul import WakingDUL
 from dimse.receive import ReceivedStore, StoreReceiver
 from dimse.services import Services, nodelay
@@ -68,9 +68,11 @@ class VnaAssociation(Association):
     services: Services
 
     def _serve_request(self, msg: Any, context_id: int) -> None:
-        if isinstance(msg, ReceivedStore):
+        if isinstance(msg, ReceivedStore):  # when the DUL thread does not ingest itself
             try:
-                handlers.answer_received(self, msg)
+                command = handlers.store_and_answer(self, msg)
+                if command is not None:
+                    transfer.send_messages(self, context_id, [(command, None)])
             except Exception:
                 log.exception("C-STORE from %s failed", self.requestor.ae_title)
                 self.abort()
@@ -179,7 +181,9 @@ class _RequestHandler(RequestHandler):
         WakingDUL.install(assoc.dul)
         services = cast(_Server, self.server).services
         cast(VnaAssociation, assoc).services = services
-        cast(WakingDUL, assoc.dul).receiver_factory = functools.partial(_receiver, services)
+        dul = cast(WakingDUL, assoc.dul)
+        dul.receiver_factory = functools.partial(_receiver, services)
+        dul.store_handler = handlers.store_and_answer
         return assoc
 
 
