@@ -5,7 +5,8 @@ pynetdicom's association threads and call it directly; the HTTP layer calls it i
 pool. Each call opens its own short session from the engine's pool. SQLite allows one writer
 at a time, so writes on SQLite take a process-wide lock (and ``BEGIN IMMEDIATE`` against other
 processes, with a busy timeout); PostgreSQL writers run concurrently and retry on unique-key
-races.
+races. The ingest path, which writes once per received object, uses a Core connection
+(``transaction()``) and :class:`Prepared` statements instead of an ORM session.
 """
 
 from __future__ import annotations
