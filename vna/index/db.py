@@ -271,6 +271,7 @@ class Prepared:
     Every value is a parameter: Python-side column defaults are not applied (an INSERT
     names each of its columns in ``column_keys`` and gets a value for each). Rows come back
     as DBAPI tuples without result processing, so select plain integers and text only.
+    The statements bypass SQLAlchemy's execution events, so its ``echo`` log omits them.
     """
 
     def __init__(self, statement: ClauseElement, column_keys: Sequence[str] | None = None) -> None:
