@@ -509,7 +509,9 @@ class Stow:
                         route=self.route,
                     )
             else:
-                done, staged = stage_files(self.archive, [path], move=spooled, hashes=[(sha, size)])
+                done, staged = stage_files(
+                    self.archive, [path], move=spooled, hashes=[(sha, size)], defer_flush=True
+                )
                 if staged:
                     item = staged[0]
                     mismatch = self._study_mismatch(item.result)

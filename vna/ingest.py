@@ -460,6 +460,7 @@ class Staged:
     parsed: ParsedObject
     key: str
     result: IngestResult
+    flushed: bool = True  # False: its store folder entry waits for index_staged's flush
 
     def detach(self) -> Staged:
         """Drop the pydicom data sets (the index needs only the metadata)."""
@@ -477,6 +478,7 @@ def stage_files(
     *,
     move: bool = False,
     hashes: list[tuple[str, int]] | None = None,
+    defer_flush: bool = False,
 ) -> tuple[list[Outcome], list[Staged]]:
     """Hash, parse, check and store each file (durably); the index rows are not written.
 
@@ -484,14 +486,17 @@ def stage_files(
     uploads are not copied); ``hashes`` gives (SHA-256, size) already computed while the
     files were received. Returns the outcome of every path that is already decided
     (refused, duplicate) and the stored objects that still need their row (index_staged).
+    With ``defer_flush`` the store folder entries are made durable by index_staged, once
+    for everything it indexes together (a STOW-RS request stages its parts one by one).
     """
     out: list[Outcome] = [None] * len(paths)
     staged: list[Staged] = []
     settings = archive.settings
     # Objects of a batch share one flush of their store folder (filesystem store), made
-    # before this returns: each is still durable before any row is written.
+    # before this returns (or by index_staged): each is durable before any row is written.
     store = archive.store
-    together = len(paths) > 1 and isinstance(store, FilesystemStore)
+    deferred = defer_flush and isinstance(store, FilesystemStore)
+    together = (len(paths) > 1 or deferred) and isinstance(store, FilesystemStore)
     with archive.db.engine.connect() as conn:
         for i, path in enumerate(paths):
             try:
@@ -508,26 +513,43 @@ def stage_files(
                     continue
                 key = new_storage_key()
                 _put(archive, key, path, move=move, flush_folder=not together)
-                staged.append(Staged(i, parsed, key, result))
+                staged.append(Staged(i, parsed, key, result, flushed=not deferred))
             except VnaError as exc:
                 out[i] = exc
             except OSError as exc:
                 out[i] = StorageError(f"cannot read {path}: {exc.strerror or exc}")
-    if together and staged and isinstance(store, FilesystemStore):
-        keys = [item.key for item in staged]
-        try:
-            _store_call(lambda: store.flush_folders(keys))
-        except VnaError as exc:
-            for item in staged:
-                _remove_quietly(archive, item.key)
-                out[item.index] = exc
-            staged = []
+    if together and not deferred and staged:
+        staged = _flush_staged(archive, staged, out)
     return out, staged
+
+
+def _flush_staged(archive: Archive, staged: list[Staged], out: list[Outcome]) -> list[Staged]:
+    """Make the store folder entries of staged objects durable (one flush per folder);
+    returns them, or, when the flush fails, removes them, records the error and returns
+    none."""
+    store = archive.store
+    if not isinstance(store, FilesystemStore):
+        return staged
+    keys = [item.key for item in staged]
+    try:
+        _store_call(lambda: store.flush_folders(keys))
+    except VnaError as exc:
+        for item in staged:
+            _remove_quietly(archive, item.key)
+            out[item.index] = exc
+        return []
+    for item in staged:
+        item.flushed = True
+    return staged
 
 
 def index_staged(archive: Archive, staged: list[Staged], source: str, out: list[Outcome]) -> None:
     """Write the rows of stored objects in one transaction (one by one if that fails);
     each outcome lands in ``out`` at the object's index."""
+    waiting = [item for item in staged if not item.flushed]
+    if waiting:  # staged with defer_flush: durable names first, then rows
+        flushed = {id(item) for item in _flush_staged(archive, waiting, out)}
+        staged = [item for item in staged if item.flushed or id(item) in flushed]
     if not staged:
         return
     try:

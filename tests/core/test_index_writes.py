@@ -20,7 +20,15 @@ from vna.archive import Archive
 from vna.index import writer
 from vna.index.db import Prepared
 from vna.index.tables import Patient, RemoteAE, Series, Study
-from vna.ingest import STORED, ingest_file, ingest_files
+from vna.ingest import (
+    STORED,
+    Outcome,
+    Staged,
+    index_staged,
+    ingest_file,
+    ingest_files,
+    stage_files,
+)
 from vna.verify import recount
 
 _AE_COLUMNS = ["ae_title", "host", "port", "description", "created_at"]
@@ -192,3 +200,20 @@ def test_objects_are_durable_before_their_rows(
     assert events[:first_row].count("object") == 5
     assert events[first_row - 1] == "folder"
     assert events[:first_row].count("folder") < 5  # the batch shared its folder's flush
+    events.clear()
+    # staged one by one as STOW-RS parts arrive: the folder waits for the batch's index
+    parts = [
+        write(make_dataset(study_uid=study, instance_number=10 + i), tmp_path / f"p{i}.dcm")
+        for i in range(4)
+    ]
+    staged: list[Staged] = []
+    out: list[Outcome] = [None] * len(parts)
+    for i, path in enumerate(parts):
+        done, items = stage_files(archive, [path], defer_flush=True)
+        assert done == [None] and len(items) == 1
+        items[0].index = i
+        staged += items
+    assert "folder" not in events and events.count("object") == 4
+    index_staged(archive, staged, "stow", out)
+    assert all(r is not None and not isinstance(r, Exception) for r in out)
+    assert events[4:] == ["folder", "row", "row", "row", "row"]

@@ -183,13 +183,21 @@ async def _fronts(
         protocol = runner.server
         assert protocol is not None
 
+        starting = [0]  # adopted, not yet among the server's connections
+
         def adopt_http(sock: socket.socket) -> None:
             async def connect() -> None:
-                await loop.connect_accepted_socket(protocol, sock)
+                try:
+                    await loop.connect_accepted_socket(protocol, sock)
+                finally:
+                    starting[0] -= 1
 
+            starting[0] += 1
             loop.call_soon_threadsafe(lambda: loop.create_task(connect()))
 
-        fronts["http"] = balance.Front(adopt_http, lambda: len(protocol.connections))
+        fronts["http"] = balance.Front(
+            adopt_http, lambda: len(protocol.connections) + max(0, starting[0])
+        )
 
     async def close() -> None:
         if runner is not None:
