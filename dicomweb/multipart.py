@@ -32,6 +32,8 @@ MAX_EPILOGUE = 64 * 1024
 BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$")
 
 Reader = Callable[[], Awaitable[bytes]]
+#: A piece of part content: a copy, or a view of a chunk as the connection delivered it.
+Buffer = bytes | memoryview
 
 
 class MultipartError(BadRequest):
@@ -122,24 +124,9 @@ class MultipartReader:
 
     async def _more(self) -> bool:
         """Append the next chunk of the body; False at its end."""
-        if self._eof:
-            return False
-        try:
-            data = await self._read()
-        except MultipartError:
-            raise
-        except (ConnectionError, OSError) as exc:
-            self._eof = True
-            raise IncompleteBody(f"the connection was lost inside the body: {exc}") from exc
-        except Exception as exc:  # aiohttp's payload errors (content length not reached…)
-            if type(exc).__module__.startswith("aiohttp"):
-                self._eof = True
-                raise IncompleteBody(f"the body is incomplete: {exc}") from exc
-            raise
+        data = await self._next_data()
         if not data:
-            self._eof = True
             return False
-        self.bytes_read += len(data)
         self._buf += data
         return True
 
@@ -178,30 +165,86 @@ class MultipartReader:
             MultipartError: a malformed delimiter line.
             IncompleteBody: the body ends inside the part.
         """
+        return b"".join(await self.read_pieces())
+
+    async def read_pieces(self) -> list[Buffer]:
+        """The next pieces of the current part's content, about ``chunk_size`` bytes in
+        all (less at the part's end); an empty list at its end.
+
+        The chunks the connection delivers are searched for the delimiter as they arrive
+        and, when it is not in them, handed on as they are (views, not copies): a large
+        part costs one pass over its bytes rather than a copy into a buffer and out again.
+
+        Raises:
+            MultipartError: a malformed delimiter line.
+            IncompleteBody: the body ends inside the part.
+        """
         if self._state != "body":
-            return b""
-        keep = len(self._delimiter)  # may hide a CR before the delimiter's LF
+            return []
+        delimiter = self._delimiter
+        keep = len(delimiter)  # the tail kept back may hide a CR before the delimiter's LF
+        out: list[Buffer] = []
+        size = 0
         while True:
             buf = self._buf
-            at = buf.find(self._delimiter, self._scan_from)
+            at = buf.find(delimiter, self._scan_from)
             if at >= 0:
                 end = at - 1 if at > 0 and buf[at - 1] == 0x0D else at
-                piece = bytes(buf[:end])
-                del buf[: at + len(self._delimiter)]
+                if end:
+                    out.append(bytes(buf[:end]))
+                del buf[: at + keep]
                 self._scan_from = 0
                 await self._after_delimiter()
-                return piece
-            self._scan_from = max(0, len(buf) - keep + 1)
-            if len(buf) - keep >= self._chunk_size or (len(buf) > keep and self._eof):
+                return out
+            if len(buf) > keep:  # no delimiter in it: all but its tail is content
                 cut = len(buf) - keep
-                piece = bytes(buf[:cut])
+                out.append(bytes(buf[:cut]))
                 del buf[:cut]
-                self._scan_from = max(0, self._scan_from - cut)
-                return piece
-            if not await self._more():
+                size += cut
+            self._scan_from = 0
+            if size >= self._chunk_size:
+                return out
+            data = await self._next_data()
+            if not data:
+                if out:
+                    return out
                 raise IncompleteBody(
                     f"the body ends inside part {self._parts} (no closing delimiter)"
                 )
+            if len(data) <= 2 * keep or (
+                delimiter in bytes(buf) + data[: keep - 1] or data.find(delimiter) >= 0
+            ):
+                buf += data  # the delimiter is near: find it in the buffer
+                continue
+            content = len(data) - keep
+            if buf:
+                out.append(bytes(buf))
+                size += len(buf)
+            out.append(memoryview(data)[:content])
+            size += content
+            self._buf = bytearray(data[content:])
+
+    async def _next_data(self) -> bytes:
+        """The next chunk of the body as delivered, counted; b'' at its end."""
+        if self._eof:
+            return b""
+        try:
+            data = await self._read()
+        except MultipartError:
+            raise
+        except (ConnectionError, OSError) as exc:
+            self._eof = True
+            raise IncompleteBody(f"the connection was lost inside the body: {exc}") from exc
+        except Exception as exc:  # aiohttp's payload errors (content length not reached…)
+            if type(exc).__module__.startswith("aiohttp"):
+                self._eof = True
+                raise IncompleteBody(f"the body is incomplete: {exc}") from exc
+            raise
+        if not data:
+            self._eof = True
+            return b""
+        self.bytes_read += len(data)
+        return data
 
     async def _skip_preamble(self) -> None:
         """Find the first delimiter: at the very start of the body or after a line break."""

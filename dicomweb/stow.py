@@ -40,6 +40,7 @@ from dicomweb.accept import accepted, parse_accept, parse_media_type
 from dicomweb.errors import error_response
 from dicomweb.http import archive_of, route_of, run, service_url
 from dicomweb.multipart import (
+    Buffer,
     IncompleteBody,
     MultipartError,
     MultipartReader,
@@ -370,23 +371,23 @@ class Stow:
     async def _spool_part(self, reader: MultipartReader) -> Spool:
         spool: Spool | None = None
         try:
-            while piece := await reader.read_chunk():
+            while pieces := await reader.read_pieces():
                 if spool is None:
-                    spool = await run(self.request, self._open_spool, piece)
+                    spool = await run(self.request, self._open_spool, pieces)
                 else:
-                    await run(self.request, spool.write, piece)
+                    await run(self.request, spool.write_all, pieces)
             if spool is None:
-                spool = await run(self.request, self._open_spool, b"")
+                spool = await run(self.request, self._open_spool, [])
         except BaseException:
             if spool is not None:
                 self._forget(spool)
             raise
         return spool
 
-    def _open_spool(self, first: bytes) -> Spool:
+    def _open_spool(self, first: list[Buffer]) -> Spool:
         spool = Spool(self.archive)
         self._spools.append(spool)
-        spool.write(first)
+        spool.write_all(first)
         return spool
 
     def _submit(self, slot: Slot, spool: Spool) -> None:

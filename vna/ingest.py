@@ -101,6 +101,11 @@ class Spool:
         self._hash.update(data)
         self.size += len(data)
 
+    def write_all(self, pieces: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Append several pieces in order (see write)."""
+        for piece in pieces:
+            self.write(piece)
+
     def copy_from(self, stream: BinaryIO) -> None:
         """Append everything read from ``stream`` in bounded chunks."""
         while chunk := stream.read(COPY_CHUNK):

@@ -130,3 +130,32 @@ def test_connection_errors_are_an_incomplete_body() -> None:
                 pass
 
     asyncio.run(main())
+
+
+def test_delimiter_split_anywhere_between_two_chunks() -> None:
+    """The delimiter (with its CR) cut at every position between two large chunks, and
+    chunks handed on as views when no delimiter is near."""
+    content = bytes(random.Random(3).randrange(256) for _ in range(20_000)) + b"\r"
+    data = body([content, b"second"])
+    where = data.index(b"\r\n--" + BOUNDARY.encode(), 200)
+
+    async def main(cut: int, first: int = 100) -> tuple[bytes, int]:
+        chunks = [data[:first], data[first:cut], data[cut:]]
+
+        async def read() -> bytes:
+            return chunks.pop(0) if chunks else b""
+
+        reader = MultipartReader(read, BOUNDARY, chunk_size=1 << 20)
+        assert await reader.next_part() is not None
+        pieces = await reader.read_pieces()
+        views = sum(isinstance(p, memoryview) for p in pieces)
+        assert await reader.read_pieces() == []
+        assert await reader.next_part() is not None
+        assert await reader.read_chunk() == b"second"
+        return b"".join(pieces), views
+
+    for cut in range(where - 40, where + 45):
+        got, _views = asyncio.run(main(cut))
+        assert got == content, cut
+    got, views = asyncio.run(main(where - 100, first=5_000))  # no delimiter in the middle
+    assert got == content and views == 1  # chunk: handed on as a view
