@@ -211,11 +211,22 @@ class MultipartReader:
                 raise IncompleteBody(
                     f"the body ends inside part {self._parts} (no closing delimiter)"
                 )
-            if len(data) <= 2 * keep or (
-                delimiter in bytes(buf) + data[: keep - 1] or data.find(delimiter) >= 0
-            ):
-                buf += data  # the delimiter is near: find it in the buffer
+            if len(data) <= 2 * keep or delimiter in bytes(buf) + data[: keep - 1]:
+                buf += data  # small, or a delimiter cut in two: find it in the buffer
                 continue
+            at = data.find(delimiter)
+            if at >= 0:  # the part ends in this chunk: no copy of the chunk either
+                if at == 0 and buf and buf[-1] == 0x0D:
+                    del buf[-1]  # the CR of the delimiter line
+                if buf:
+                    out.append(bytes(buf))
+                end = at - 1 if at > 0 and data[at - 1] == 0x0D else at
+                if end:
+                    out.append(memoryview(data)[:end])
+                self._buf = bytearray(data[at + keep :])
+                self._scan_from = 0
+                await self._after_delimiter()
+                return out
             content = len(data) - keep
             if buf:
                 out.append(bytes(buf))

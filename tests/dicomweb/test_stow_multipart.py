@@ -158,4 +158,4 @@ def test_delimiter_split_anywhere_between_two_chunks() -> None:
         got, _views = asyncio.run(main(cut))
         assert got == content, cut
     got, views = asyncio.run(main(where - 100, first=5_000))  # no delimiter in the middle
-    assert got == content and views == 1  # chunk: handed on as a view
+    assert got == content and views >= 1  # chunks handed on as views
