@@ -22,6 +22,8 @@ from vna.errors import BadRequest
 
 #: Default size of the pieces a part's content is handed on in.
 CHUNK_SIZE = 1 << 20
+#: Most of a chunk buffered at a time for headers and delimiter lines.
+MORE_STEP = 16 * 1024
 #: Largest header block of one part.
 MAX_HEADER_SIZE = 64 * 1024
 #: Largest preamble (text before the first delimiter) read before giving up.
@@ -111,6 +113,7 @@ class MultipartReader:
         self._chunk_size = chunk_size
         self._max_header_size = max_header_size
         self._buf = bytearray()
+        self._pending: tuple[bytes, int] | None = None  # a chunk's unread rest, and from where
         self._eof = False
         self._scan_from = 0
         self._state = "preamble"  # preamble | headers | body | end
@@ -123,11 +126,16 @@ class MultipartReader:
         return self._parts
 
     async def _more(self) -> bool:
-        """Append the next chunk of the body; False at its end."""
-        data = await self._next_data()
-        if not data:
+        """Buffer more of the body (at most MORE_STEP bytes of a chunk: headers and
+        delimiter lines need little, and the rest of the chunk is not copied); False at its
+        end."""
+        data, start = await self._next_data()
+        if start >= len(data):
             return False
-        self._buf += data
+        stop = min(len(data), start + MORE_STEP)
+        self._buf += memoryview(data)[start:stop]
+        if stop < len(data):
+            self._pending = (data, stop)
         return True
 
     async def _fill(self, size: int) -> bool:
@@ -204,26 +212,31 @@ class MultipartReader:
             self._scan_from = 0
             if size >= self._chunk_size:
                 return out
-            data = await self._next_data()
-            if not data:
+            data, start = await self._next_data()
+            if start >= len(data):
                 if out:
                     return out
                 raise IncompleteBody(
                     f"the body ends inside part {self._parts} (no closing delimiter)"
                 )
-            if len(data) <= 2 * keep or delimiter in bytes(buf) + data[: keep - 1]:
-                buf += data  # small, or a delimiter cut in two: find it in the buffer
+            view = memoryview(data)
+            if len(data) - start <= 2 * keep or (
+                delimiter in bytes(buf) + data[start : start + keep - 1]
+            ):
+                buf += view[start:]  # small, or a delimiter cut in two: find it in the buffer
                 continue
-            at = data.find(delimiter)
-            if at >= 0:  # the part ends in this chunk: no copy of the chunk either
-                if at == 0 and buf and buf[-1] == 0x0D:
+            at = data.find(delimiter, start)
+            if at >= 0:  # the part ends in this chunk, which is not copied either
+                if at == start and buf and buf[-1] == 0x0D:
                     del buf[-1]  # the CR of the delimiter line
                 if buf:
                     out.append(bytes(buf))
-                end = at - 1 if at > 0 and data[at - 1] == 0x0D else at
-                if end:
-                    out.append(memoryview(data)[:end])
-                self._buf = bytearray(data[at + keep :])
+                    buf.clear()
+                end = at - 1 if at > start and data[at - 1] == 0x0D else at
+                if end > start:
+                    out.append(view[start:end])
+                if at + keep < len(data):
+                    self._pending = (data, at + keep)
                 self._scan_from = 0
                 await self._after_delimiter()
                 return out
@@ -231,14 +244,18 @@ class MultipartReader:
             if buf:
                 out.append(bytes(buf))
                 size += len(buf)
-            out.append(memoryview(data)[:content])
-            size += content
-            self._buf = bytearray(data[content:])
+            out.append(view[start:content])
+            size += content - start
+            self._buf = bytearray(view[content:])
 
-    async def _next_data(self) -> bytes:
-        """The next chunk of the body as delivered, counted; b'' at its end."""
+    async def _next_data(self) -> tuple[bytes, int]:
+        """The next chunk of the body as delivered (counted) and where its unread bytes
+        start; (b'', 0) at the end of the body."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            return pending
         if self._eof:
-            return b""
+            return b"", 0
         try:
             data = await self._read()
         except MultipartError:
@@ -253,9 +270,9 @@ class MultipartReader:
             raise
         if not data:
             self._eof = True
-            return b""
+            return b"", 0
         self.bytes_read += len(data)
-        return data
+        return data, 0
 
     async def _skip_preamble(self) -> None:
         """Find the first delimiter: at the very start of the body or after a line break."""

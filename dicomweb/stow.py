@@ -277,7 +277,7 @@ class Stow:
         to the limit are still handed on, so parts complete within it can be stored)."""
         if self._over_limit:
             raise TooLarge()
-        data = await self.request.content.readany()
+        data, _end_of_chunk = await self.request.content.readchunk()  # no joining
         self._received += len(data)
         if self._limit and self._received > self._limit:
             self._over_limit = True
