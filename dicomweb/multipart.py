@@ -125,6 +125,11 @@ class MultipartReader:
     def parts_started(self) -> int:
         return self._parts
 
+    @property
+    def in_part(self) -> bool:
+        """True while the current part's content is not read to its end."""
+        return self._state == "body"
+
     async def _more(self) -> bool:
         """Buffer more of the body (at most MORE_STEP bytes of a chunk: headers and
         delimiter lines need little, and the rest of the chunk is not copied); False at its

@@ -29,6 +29,7 @@ import json
 import logging
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -346,12 +347,17 @@ class Stow:
                 self.complete_parts += 1
             else:
                 try:
-                    spool = await self._spool_part(reader)
+                    pieces = await reader.read_pieces()
+                    whole = not reader.in_part
+                    spool = None if whole else await self._spool_part(reader, pieces)
                 except MultipartError as exc:
                     slot.outcome = exc
                     raise
                 await self._throttle()
-                self._submit(slot, spool)
+                if spool is None:  # the whole part came in one read: spool it on the worker
+                    self._submit_job(slot, self._take_pieces, pieces)
+                else:
+                    self._submit(slot, spool)
             try:
                 part = await reader.next_part()
             except MultipartError as exc:
@@ -368,9 +374,13 @@ class Stow:
         with contextlib.suppress(ValueError):
             self._spools.remove(spool)
 
-    async def _spool_part(self, reader: MultipartReader) -> Spool:
+    async def _spool_part(
+        self, reader: MultipartReader, first: list[Buffer] | None = None
+    ) -> Spool:
         spool: Spool | None = None
         try:
+            if first:
+                spool = await run(self.request, self._open_spool, first)
             while pieces := await reader.read_pieces():
                 if spool is None:
                     spool = await run(self.request, self._open_spool, pieces)
@@ -392,10 +402,13 @@ class Stow:
 
     def _submit(self, slot: Slot, spool: Spool) -> None:
         """Parse, check and store a received part on the worker threads."""
-        self.complete_parts += 1
         with contextlib.suppress(ValueError):
             self._spools.remove(spool)  # the job discards it
-        future = asyncio.ensure_future(run(self.request, self._take_spool, slot, spool))
+        self._submit_job(slot, self._take_spool, spool)
+
+    def _submit_job(self, slot: Slot, job: Callable[[Slot, Any], None], arg: Any) -> None:
+        self.complete_parts += 1
+        future = asyncio.ensure_future(run(self.request, job, slot, arg))
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
         future.add_done_callback(lambda _f: self._staged(slot))
@@ -475,6 +488,24 @@ class Stow:
                 self._take(target, path, sha, size, spooled=False)
 
     # -- the worker-thread side ----------------------------------------------------------
+
+    def _take_pieces(self, slot: Slot, pieces: list[Buffer]) -> None:
+        """A part received whole: spool it, then as :meth:`_take_spool`."""
+        try:
+            spool = Spool(self.archive)
+        except VnaError as exc:
+            slot.outcome = exc
+            return
+        except OSError as exc:
+            slot.outcome = StorageError(f"cannot spool the part: {exc.strerror or exc}")
+            return
+        try:
+            spool.write_all(pieces)
+        except VnaError as exc:
+            slot.outcome = exc
+            spool.discard()
+            return
+        self._take_spool(slot, spool)
 
     def _take_spool(self, slot: Slot, spool: Spool) -> None:
         try:
