@@ -184,6 +184,23 @@ def test_single_part_body_and_lf_only_delimiters(web_server: WebServer) -> None:
     assert stored_bytes(web_server.archive, other.SOPInstanceUID) == part10(other)
 
 
+def test_parts_larger_and_smaller_than_a_read_are_stored_byte_identical(
+    web_server: WebServer,
+) -> None:
+    """A part of several MB is spooled in pieces as it arrives; small parts around it come
+    whole within one read; every one is stored as sent and nothing is left in the spool."""
+    study = uid()
+    big = make_dataset(study_uid=study, rows=1280, columns=1024)  # 2.5 MB of pixels
+    small = [make_dataset(study_uid=study, instance_number=i) for i in range(3)]
+    objects = [small[0], big, small[1], small[2]]
+    reply = post(web_server, multipart([part10(ds) for ds in objects]))
+    assert reply.status == 200, reply.body
+    assert len(referenced(reply.json)) == 4
+    for ds in objects:
+        assert stored_bytes(web_server.archive, ds.SOPInstanceUID) == part10(ds)
+    assert not spool_files(web_server.archive)
+
+
 def test_bare_data_set_gets_file_meta_and_a_coercion_warning(web_server: WebServer) -> None:
     ds = make_dataset()
     raw = part10(ds)
