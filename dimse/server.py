@@ -171,6 +171,14 @@ class VnaACSE(ACSE):
 class _RequestHandler(RequestHandler):
     """Creates our association for each accepted connection."""
 
+    def handle(self) -> None:
+        try:
+            super().handle()  # returns once the association's thread runs
+        finally:
+            server = cast(_Server, self.server)
+            with server.adopting_lock:
+                server.adopting = max(0, server.adopting - 1)
+
     def _create_association(self) -> Association:
         nodelay(self.request)
         assoc = super()._create_association()
@@ -211,6 +219,9 @@ def _response_receiver(assoc: Any) -> StoreReceiver:
 
 class _Server(ThreadedAssociationServer):
     services: Services
+    #: Connections handed to adopt() whose association thread has not started yet.
+    adopting: int = 0
+    adopting_lock = threading.Lock()
 
 
 class _AdoptingServer(_Server):
@@ -303,13 +314,17 @@ class DimseServer:
 
     def adopt(self, sock: socket.socket) -> None:
         """Serve a connection accepted elsewhere, as if this server had accepted it."""
-        assert self._server is not None, "start() first"
-        self._server.process_request(sock, sock.getpeername())
+        server = self._server
+        assert server is not None, "start() first"
+        with server.adopting_lock:
+            server.adopting += 1
+        server.process_request(sock, sock.getpeername())
 
     @property
     def open_associations(self) -> int:
-        """Associations being served now."""
-        return len(self._server.active_associations) if self._server is not None else 0
+        """Associations being served now, or about to be."""
+        server = self._server
+        return len(server.active_associations) + server.adopting if server is not None else 0
 
     @property
     def port(self) -> int:

@@ -19,12 +19,12 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from vna import dicomjson
 from vna.archive import Archive
 from vna.index.attributes import BY_TAG, LEVEL_RANK, LEVELS, TIMEZONE_TAG, Attr
-from vna.index.tables import Instance, Series, Study
+from vna.index.tables import Instance, Series, Study, plain
 from vna.query import TABLES, QueryRequest, conditions, join_levels
 
 SPECIFIC_CHARACTER_SET = 0x00080005
@@ -162,7 +162,7 @@ class _Columns:
     def add(self, name: str, column: Any) -> None:
         if name not in self.index:
             self.index[name] = len(self.columns)
-            self.columns.append(column)
+            self.columns.append(plain(column)[0])  # see vna.index.tables.plain
 
 
 def _plan_columns(request: QueryRequest, tags: list[int], with_meta: bool) -> _Columns:
@@ -246,7 +246,7 @@ def search(
     if request.limit is not None:
         stmt = stmt.limit(request.limit + 1)
     answer = JsonAnswer(unsupported=unsupported)
-    with archive.db.read() as session:
+    with archive.db.reading() as session:
         rows = session.execute(stmt).all()
         if request.limit is not None and len(rows) > request.limit:
             answer.more = True
@@ -275,11 +275,11 @@ def search(
 
 
 def _representatives(
-    session: Session, level: str, pks: list[int]
+    session: Connection, level: str, pks: list[int]
 ) -> dict[int, tuple[dict[str, Any], tuple[str, str, str]]]:
     """Metadata of the most recently stored current instance of each entity, by entity pk."""
     owner: Any
-    stmt: Any = select(func.max(Instance.pk)).where(Instance.is_current.is_(True))
+    stmt: Any = select(func.max(plain(Instance.pk)[0])).where(Instance.is_current.is_(True))
     if level == "SERIES":
         owner = Instance.series_fk
     elif level == "STUDY":
@@ -290,17 +290,19 @@ def _representatives(
         stmt = stmt.join(Series, Instance.series_fk == Series.pk).join(
             Study, Series.study_fk == Study.pk
         )
-    stmt = stmt.add_columns(owner).where(owner.in_(pks)).group_by(owner)
+    stmt = stmt.add_columns(plain(owner)[0]).where(owner.in_(pks)).group_by(owner)
     latest = {int(inst): int(ent) for inst, ent in session.execute(stmt).all()}
     if not latest:
         return {}
     blobs = session.execute(
         select(
-            Instance.pk,
-            Instance.metadata_json,
-            Study.study_instance_uid,
-            Series.series_instance_uid,
-            Instance.sop_instance_uid,
+            *plain(
+                Instance.pk,
+                Instance.metadata_json,
+                Study.study_instance_uid,
+                Series.series_instance_uid,
+                Instance.sop_instance_uid,
+            )
         )
         .join(Series, Instance.series_fk == Series.pk)
         .join(Study, Series.study_fk == Study.pk)

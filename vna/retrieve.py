@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from storage import ObjectNotFound, StoreError
 from vna import dicomjson
 from vna.archive import Archive
 from vna.errors import NotFound, StorageError
-from vna.index.tables import Frame, Instance, Series, Study
+from vna.index.tables import Frame, Instance, Series, Study, plain
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class InstanceRef:
     columns: int | None
 
 
-_REF_COLUMNS = (
+_REF_COLUMNS = plain(
     Instance.pk,
     Study.study_instance_uid,
     Series.series_instance_uid,
@@ -105,7 +105,7 @@ def find_instances(
     if sop_instance_uid:
         stmt = stmt.where(Instance.sop_instance_uid == sop_instance_uid)
     stmt = stmt.order_by(Series.series_number, Series.pk, Instance.instance_number, Instance.pk)
-    with archive.db.read() as session:
+    with archive.db.reading() as session:
         refs = [_ref(row) for row in session.execute(stmt)]
     if not refs:
         what = sop_instance_uid or series_uid or study_uid or "anything"
@@ -152,11 +152,11 @@ def iter_instance(archive: Archive, ref: InstanceRef, chunk_size: int = 1 << 20)
 def metadata_texts(archive: Archive, refs: Sequence[InstanceRef]) -> Iterator[str]:
     """Precomputed DICOM JSON text of each instance (bulk data URIs relative to the instance)."""
     pks = [r.pk for r in refs]
-    with archive.db.read() as session:
+    with archive.db.reading() as session:
         for start in range(0, len(pks), 500):
             chunk = pks[start : start + 500]
             result = session.execute(
-                select(Instance.pk, Instance.metadata_json).where(Instance.pk.in_(chunk))
+                select(*plain(Instance.pk, Instance.metadata_json)).where(Instance.pk.in_(chunk))
             )
             rows = {pk: blob for pk, blob in result}
             for pk in chunk:
@@ -168,10 +168,13 @@ def metadata(archive: Archive, ref: InstanceRef) -> dict[str, object]:
     return json.loads(next(metadata_texts(archive, [ref])))
 
 
-def _frame_rows(session: Session, ref: InstanceRef, numbers: Sequence[int]) -> dict[int, Frame]:
+def _frame_rows(session: Connection, ref: InstanceRef, numbers: Sequence[int]) -> dict[int, Any]:
+    """Frame rows (number, offset, length, fragments) by frame number."""
     rows = session.execute(
-        select(Frame).where(Frame.instance_fk == ref.pk, Frame.number.in_(list(set(numbers))))
-    ).scalars()
+        select(*plain(Frame.number, Frame.offset, Frame.length, Frame.fragments)).where(
+            Frame.instance_fk == ref.pk, Frame.number.in_(list(set(numbers)))
+        )
+    )
     return {row.number: row for row in rows}
 
 
@@ -197,7 +200,7 @@ def frame_ranges(
         ]
     if not ref.frames_indexed:
         raise StorageError("frames of this object are not indexed")
-    with archive.db.read() as session:
+    with archive.db.reading() as session:
         rows = _frame_rows(session, ref, numbers)
     return [(rows[n].offset, rows[n].length, rows[n].fragments) for n in numbers]
 
@@ -234,7 +237,7 @@ def bulk_range(archive: Archive, ref: InstanceRef, path: str) -> tuple[int, int]
     Raises:
         NotFound: no bulk data at that tag path.
     """
-    with archive.db.read() as session:
+    with archive.db.reading() as session:
         text = session.execute(select(Instance.bulk_json).where(Instance.pk == ref.pk)).scalar_one()
     table = json.loads(text) if text else {}
     if path not in table:
@@ -296,7 +299,7 @@ def locate_frames(
         .where(Series.series_instance_uid == series_uid)
         .where(Instance.sop_instance_uid == sop_instance_uid)
     )
-    with archive.db.read() as session:
+    with archive.db.reading() as session:
         row = session.execute(stmt).first()
         if row is None:
             raise NotFound(f"no stored instance matches {sop_instance_uid}")
@@ -392,7 +395,7 @@ def video_span(archive: Archive, ref: InstanceRef) -> tuple[int, int, int]:
     """
     if not ref.is_video or not ref.frames_indexed:
         raise NotFound(f"{ref.sop_instance_uid} holds no indexed video stream")
-    with archive.db.read() as session:
+    with archive.db.reading() as session:
         row = _frame_rows(session, ref, [1])[1]
         return row.offset, row.length, row.fragments
 

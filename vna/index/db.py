@@ -106,6 +106,13 @@ class Database:
         return self.dialect == "sqlite"
 
     @contextlib.contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A Core connection for reading: the hot read paths (QIDO-RS, WADO-RS) run a
+        statement or two and need no ORM session; nothing is committed."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
         """A session for reading; nothing it does is committed."""
         session = self._sessions()

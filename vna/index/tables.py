@@ -16,6 +16,7 @@ index makes that unique.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -50,6 +51,13 @@ CS = String(64)
 LO = String(256)
 PN = String(1024)
 SH = String(64)
+
+
+def plain(*attributes: Any) -> tuple[Any, ...]:
+    """The table columns behind ORM attributes, for Core selects on the hot read paths:
+    a select of ORM attributes makes SQLAlchemy match each result column to its cached form
+    by building comparison expressions, which costs more than a small query itself."""
+    return tuple(a.property.columns[0] if hasattr(a, "property") else a for a in attributes)
 
 
 def utcnow() -> dt.datetime:
