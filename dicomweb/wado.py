@@ -221,6 +221,25 @@ def metadata_text(archive: Archive, refs: Sequence[InstanceRef], base: str) -> s
     return "[" + ",".join(pieces) + "]"
 
 
+def _json_metadata(
+    archive: Archive,
+    uids: tuple[str | None, str | None, str | None],
+    base: str,
+    if_none_match: str | None,
+) -> tuple[str, str | None]:
+    """The entity tag of a metadata answer and its DICOM JSON text (None when the client's
+    If-None-Match already holds the tag)."""
+    refs = core.find_instances(archive, *uids)
+    etag = core.representation_tag(
+        "metadata", "application/dicom+json", base, *[r.sha256 for r in refs]
+    )
+    if if_none_match:
+        tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+        if "*" in tags or etag in tags:
+            return etag, None
+    return etag, metadata_text(archive, refs, base)
+
+
 def retrieve_bulk_prefix() -> str:
     """The relative prefix of BulkDataURIs in precomputed metadata."""
     from vna.dicomjson import BULK_URI_PREFIX
@@ -253,8 +272,18 @@ async def metadata(request: web.Request) -> web.StreamResponse:
     media = _metadata_type(wado_media.accept_of(request))
     if media is None:
         raise NotAcceptable("metadata is available as application/dicom+json")
-    refs = await run(request, core.find_instances, archive, study, series, instance)
     base = service_url(request)
+    if media != DICOM_XML:  # the common case in one worker job: find, tag, then the text
+        if_none_match = request.headers.get("If-None-Match")
+        etag, text = await run(
+            request, _json_metadata, archive, (study, series, instance), base, if_none_match
+        )
+        if text is None:
+            cached = not_modified(request, etag)
+            assert cached is not None
+            return cached
+        return json_response(request, text, headers=caching(etag))
+    refs = await run(request, core.find_instances, archive, study, series, instance)
     etag = core.representation_tag("metadata", media, base, *[r.sha256 for r in refs])
     cached = not_modified(request, etag)
     if cached is not None:
