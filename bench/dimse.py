@@ -232,15 +232,19 @@ def main() -> None:
             () if args.skip_store else (("64x64", args.small, 64), ("512x512x16", args.ct, 512))
         )
         for label, count, size in store_rows:
-            files = make_files(work / f"store-{label}", count, size, f"S{size}")
-            megabytes = sum(p.stat().st_size for p in files) / 1e6
             for parallel in (1, 4):
+                # new objects for every row: a second row of the same files would measure
+                # how duplicates are answered, not how objects are stored
+                prefix = f"S{size}" if parallel == 1 else f"S{size}P{parallel}"
+                files = make_files(work / f"store-{label}-{parallel}", count, size, prefix)
+                megabytes = sum(p.stat().st_size for p in files) / 1e6
                 name = f"C-STORE {label}, {parallel} association(s)"
                 ours_s = store(ours_port, "VNA", files, parallel)
                 theirs_s = store(theirs_port, "ORTHANC", files, parallel)
                 row(name + " inst/s", count / ours_s, count / theirs_s, "inst/s")
                 row(name + " MB/s", megabytes / ours_s, megabytes / theirs_s, "MB/s")
             if size == 64:
+                files = make_files(work / f"store-{label}-nagle", count, size, f"S{size}N")
                 ours_s = store(ours_port, "VNA", files, 1, nodelay=False)
                 theirs_s = store(theirs_port, "ORTHANC", files, 1, nodelay=False)
                 name = f"C-STORE {label}, 1 association, client without TCP_NODELAY"
