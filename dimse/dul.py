@@ -57,6 +57,12 @@ def _quick_ack(sock: socket.socket | None) -> None:
 _PDU_TYPES = frozenset(range(0x01, 0x08))
 
 
+def pdata_pdu(values: list[tuple[int, bytes]]) -> bytes:
+    """An encoded P-DATA-TF PDU (PS3.8 9.3.5): PDV items of (context ID, header + data)."""
+    items = b"".join(struct.pack(">IB", len(value) + 1, cx_id) + value for cx_id, value in values)
+    return struct.pack(">BBI", 0x04, 0x00, len(items)) + items
+
+
 def _recv_exactly(sock: socket.socket, size: int) -> bytes | bytearray:
     """``size`` bytes from the socket (blocking, within its timeout).
 
@@ -229,14 +235,11 @@ class WakingDUL(DULServiceProvider):
         association queued before (PS3.8 E.2: command fragments, the last flagged)."""
         limit = int(self.assoc.dimse.maximum_pdu_size or 0) or len(command) + 12
         size = max(2, limit - 12)
-        pdus = []
-        for start in range(0, len(command), size):
-            last = start + size >= len(command)
-            value = command[start : start + size]
-            pdus.append(
-                struct.pack(">BBIIBB", 0x04, 0x00, len(value) + 6, len(value) + 2, context_id,
-                            0x03 if last else 0x01) + value
-            )  # fmt: skip
+        values = [
+            (b"\x03" if start + size >= len(command) else b"\x01") + command[start : start + size]
+            for start in range(0, len(command), size)
+        ]
+        pdus = [pdata_pdu([(context_id, value)]) for value in values]
         raw = self._raw_socket()
         with self.send_lock:
             if raw is not None and self._sent == self._queued:
@@ -248,9 +251,9 @@ class WakingDUL(DULServiceProvider):
                     return
                 _quick_ack(raw)
                 return
-        for pdu in pdus:  # behind queued primitives: queue it too
+        for value in values:  # behind queued primitives: queue it too
             pdata = P_DATA()
-            pdata.presentation_data_value_list.append((context_id, pdu[11:]))
+            pdata.presentation_data_value_list.append((context_id, value))
             self.send_pdu(pdata)
 
     def _raw_socket(self) -> socket.socket | None:

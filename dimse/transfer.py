@@ -20,7 +20,7 @@ from typing import Any
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
-from dimse.dul import WakingDUL
+from dimse.dul import WakingDUL, pdata_pdu
 from vna.archive import Archive
 from vna.errors import StorageError
 from vna.retrieve import InstanceRef, iter_instance
@@ -294,17 +294,11 @@ def send_messages(assoc: Any, cx_id: int, messages: Iterable[tuple[bytes, bytes 
         flush()
 
 
-def _pdata_pdu(values: list[tuple[int, bytes]]) -> bytes:
-    """An encoded P-DATA-TF PDU (PS3.8 9.3.5): PDV items of (context ID, header + data)."""
-    items = b"".join(struct.pack(">IB", len(value) + 1, cx_id) + value for cx_id, value in values)
-    return struct.pack(">BBI", 0x04, 0x00, len(items)) + items
-
-
 def _send_pdvs(assoc: Any, values: list[tuple[int, bytes]]) -> None:
     dul = assoc.dul
     if isinstance(dul, WakingDUL):
         try:
-            if dul.send_direct(_pdata_pdu(values)):
+            if dul.send_direct(pdata_pdu(values)):
                 return
         except OSError as exc:
             raise SendFailed(f"the connection failed while sending: {exc}") from exc

@@ -342,6 +342,35 @@ def _number_of_frames(ds: PixelAttributes, warnings: list[str]) -> int:
     return max(n, 1)
 
 
+def check_meta_instance(meta_instance: str, sop_instance: str, warnings: list[str]) -> None:
+    """Warn when the File Meta Information names another SOP Instance UID than the data set
+    (the data set's is the one kept)."""
+    meta_instance = meta_instance.strip("\x00 ")
+    if meta_instance and meta_instance != sop_instance:
+        warnings.append(
+            f"file meta SOP Instance UID {meta_instance} differs from the data set's "
+            f"{sop_instance}; the data set's is used"
+        )
+
+
+def with_pixel_entry(
+    metadata: dict[str, Any],
+    bulk: dict[str, tuple[int, int]],
+    pixel: PixelInfo | None,
+    *,
+    in_file: bool,
+) -> dict[str, Any]:
+    """The metadata with the pixel data element as a BulkDataURI, in tag order; native pixel
+    data lying in the file (``in_file``) also gets its byte range in ``bulk``."""
+    if pixel is None:
+        return metadata
+    key = dicomjson.tag_hex(pixel.tag)
+    metadata[key] = {"vr": pixel.vr, "BulkDataURI": dicomjson.BULK_URI_PREFIX + key}
+    if not pixel.encapsulated and in_file:
+        bulk[key] = (pixel.value_offset, pixel.value_length)
+    return dict(sorted(metadata.items()))
+
+
 def read_object(path: Path) -> ParsedObject:
     """Parse a Part 10 file (or a bare data set) from disk.
 
@@ -436,12 +465,8 @@ def read_with_pydicom(path: Path) -> ParsedObject:
     )
     study = _clean_uid(dataset, "StudyInstanceUID", warnings)
     series = _clean_uid(dataset, "SeriesInstanceUID", warnings)
-    meta_instance = str(file_meta.get("MediaStorageSOPInstanceUID", "") or "").strip("\x00 ")
-    if meta_instance and meta_instance != sop_instance:
-        warnings.append(
-            f"file meta SOP Instance UID {meta_instance} differs from the data set's "
-            f"{sop_instance}; the data set's is used"
-        )
+    meta_instance = str(file_meta.get("MediaStorageSOPInstanceUID", "") or "")
+    check_meta_instance(meta_instance, sop_instance, warnings)
 
     # Offsets of top-level binary values, taken before JSON encoding converts the raw
     # elements (a converted element no longer knows where its value lies in the file).
@@ -462,12 +487,7 @@ def read_with_pydicom(path: Path) -> ParsedObject:
 
     metadata, json_warnings = dicomjson.dataset_to_json(dataset, bulk_uri)
     warnings.extend(json_warnings)
-    if pixel is not None:
-        key = dicomjson.tag_hex(pixel.tag)
-        metadata[key] = {"vr": pixel.vr, "BulkDataURI": dicomjson.BULK_URI_PREFIX + key}
-        metadata = dict(sorted(metadata.items()))
-        if not pixel.encapsulated and not deflated:
-            bulk[key] = (pixel.value_offset, pixel.value_length)
+    metadata = with_pixel_entry(metadata, bulk, pixel, in_file=not deflated)
     return ParsedObject(
         path=path,
         transfer_syntax=ts,

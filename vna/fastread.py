@@ -33,8 +33,10 @@ from vna.dicomfile import (
     PIXEL_TAGS,
     VIDEO_SYNTAXES,
     ParsedObject,
+    check_meta_instance,
     check_uid,
     read_pixel,
+    with_pixel_entry,
 )
 
 #: First read: the header of most objects fits (the rest is read only when it does not).
@@ -199,19 +201,9 @@ def _parse(path: Path, fp: Any, buf: bytes, file_size: int) -> ParsedObject:
     sop_instance = check_uid("SOPInstanceUID", uids.get(0x00080018) or meta_instance, warnings)
     study = check_uid("StudyInstanceUID", uids.get(0x0020000D), warnings)
     series = check_uid("SeriesInstanceUID", uids.get(0x0020000E), warnings)
-    meta_instance = meta_instance.strip("\x00 ")
-    if meta_instance and meta_instance != sop_instance:
-        warnings.append(
-            f"file meta SOP Instance UID {meta_instance} differs from the data set's "
-            f"{sop_instance}; the data set's is used"
-        )
+    check_meta_instance(meta_instance, sop_instance, warnings)
     bulk = reader.bulk
-    if pixel is not None:
-        key = dicomjson.tag_hex(pixel.tag)
-        metadata[key] = {"vr": pixel.vr, "BulkDataURI": dicomjson.BULK_URI_PREFIX + key}
-        metadata = dict(sorted(metadata.items()))
-        if not pixel.encapsulated:
-            bulk[key] = (pixel.value_offset, pixel.value_length)
+    metadata = with_pixel_entry(metadata, bulk, pixel, in_file=True)
     return ParsedObject(
         path=path,
         transfer_syntax=ts,
