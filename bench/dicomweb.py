@@ -609,6 +609,9 @@ def stow(servers: Sequence[Server], count: int, table: Table) -> None:
                 for side in range(len(servers)):
                     if errors[side]:
                         continue
+                    # Untimed: a server that leaves its writes in the page cache must not
+                    # have the kernel write them back inside the other server's round.
+                    os.sync()
                     started = time.perf_counter()
                     outcomes = list(pool.map(send, connections[side], *zip(*round_, strict=True)))
                     elapsed[side] += time.perf_counter() - started

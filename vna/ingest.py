@@ -40,6 +40,7 @@ from vna.errors import (
 )
 from vna.index import writer
 from vna.index.attributes import patient_key
+from vna.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -71,70 +72,6 @@ class IngestResult:
     @property
     def has_warnings(self) -> bool:
         return bool(self.warnings)
-
-
-class Spool:
-    """A file being received, hashed as it is written, inside the archive's spool folder.
-
-    Use as a context manager; on exit without ``keep`` the file is removed, so an aborted
-    transfer leaves nothing behind.
-    """
-
-    def __init__(self, archive: Archive) -> None:
-        archive.spool_dir.mkdir(parents=True, exist_ok=True)
-        self.path = archive.spool_dir / f"{uuid.uuid4().hex}.part"
-        self._fp: BinaryIO | None = self.path.open("wb")
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append bytes.
-
-        Raises:
-            OutOfResources: the spool disk is full.
-        """
-        assert self._fp is not None
-        try:
-            self._fp.write(data)
-        except OSError as exc:
-            raise OutOfResources(f"cannot spool the object: {exc.strerror}") from exc
-        self._hash.update(data)
-        self.size += len(data)
-
-    def write_all(self, pieces: Iterable[bytes | bytearray | memoryview]) -> None:
-        """Append several pieces in order (see write)."""
-        for piece in pieces:
-            self.write(piece)
-
-    def copy_from(self, stream: BinaryIO) -> None:
-        """Append everything read from ``stream`` in bounded chunks."""
-        while chunk := stream.read(COPY_CHUNK):
-            self.write(chunk)
-
-    def finish(self) -> str:
-        """Close the file; return its SHA-256 (hex)."""
-        if self._fp is not None:
-            try:
-                self._fp.close()
-            except OSError as exc:
-                raise OutOfResources(f"cannot spool the object: {exc.strerror}") from exc
-            self._fp = None
-        return self._hash.hexdigest()
-
-    def discard(self) -> None:
-        """Remove the spooled file (idempotent)."""
-        if self._fp is not None:
-            with contextlib.suppress(OSError):
-                self._fp.close()
-            self._fp = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-    def __enter__(self) -> Spool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.discard()
 
 
 def file_sha256(path: Path) -> tuple[str, int]:

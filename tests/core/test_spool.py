@@ -1,0 +1,105 @@
+"""The spool file: what is written is what is on disk, whatever the sizes and the file system."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+from typing import Any
+
+import pytest
+
+from vna import spool as spool_module
+from vna.errors import OutOfResources
+from vna.spool import HEAD, STAGE, Spool
+
+SIZES = [0, 1, 4095, HEAD - 1, HEAD, HEAD + 1, HEAD + 4096]
+SIZES += [STAGE - 1, STAGE, STAGE + 1, 3 * STAGE + 123]
+
+
+def _fill(spool: Spool, data: bytes, rng: random.Random) -> None:
+    """Write ``data`` in pieces of random sizes, as a network read would deliver them."""
+    position = 0
+    while position < len(data):
+        step = rng.choice([1, 7, 4096, 16384, 100_000, STAGE + 5])
+        spool.write(memoryview(data)[position : position + step])
+        position += step
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_content_size_and_hash_survive_every_boundary(archive: Any, size: int) -> None:
+    data = random.Random(size).randbytes(size)
+    with Spool(archive) as spool:
+        _fill(spool, data, random.Random(size + 1))
+        digest = spool.finish()
+        assert spool.path.read_bytes() == data
+        assert spool.size == size
+        assert digest == hashlib.sha256(data).hexdigest()
+
+
+def test_a_file_system_without_direct_io_gets_the_same_bytes(
+    archive: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tmpfs and some network file systems refuse O_DIRECT: everything goes buffered."""
+    real_open = os.open
+
+    def refusing_open(path: Any, flags: int, *args: Any) -> int:
+        if flags & spool_module._O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(spool_module.os, "open", refusing_open)
+    data = random.Random(3).randbytes(2 * STAGE + 999)
+    with Spool(archive) as spool:
+        _fill(spool, data, random.Random(4))
+        digest = spool.finish()
+        assert spool.path.read_bytes() == data
+        assert digest == hashlib.sha256(data).hexdigest()
+
+
+def test_a_direct_write_refused_midway_leaves_no_padding(
+    archive: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device with a larger sector than ALIGN refuses the write: the rest goes buffered and
+    the file keeps its exact length."""
+    real_pwrite = os.pwrite
+    calls = {"direct": 0}
+
+    def pwrite(fd: int, data: Any, offset: int) -> int:
+        if fd == getattr(current, "_direct_fd", None):
+            calls["direct"] += 1
+            if calls["direct"] == 2:
+                real_pwrite(fd, memoryview(data)[:4096], offset)  # a short write, then refusal
+                raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(spool_module.os, "pwrite", pwrite)
+    data = random.Random(5).randbytes(3 * STAGE + 17)
+    with Spool(archive) as current:
+        _fill(current, data, random.Random(6))
+        current.finish()
+        assert calls["direct"] >= 2
+        assert current.path.read_bytes() == data
+
+
+def test_a_full_disk_is_out_of_resources(archive: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*_args: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool_module.os, "pwrite", full)
+    with Spool(archive) as spool:
+        spool.write(b"x" * 100)
+        with pytest.raises(OutOfResources, match="No space left"):
+            spool.finish()
+    assert not spool.path.exists()
+
+
+def test_discard_removes_the_file_and_returns_the_buffer(archive: Any) -> None:
+    with Spool(archive) as spool:
+        spool.write(b"partial object")
+        path = spool.path
+    assert not path.exists()
+    assert spool_module._free, "the staging buffer goes back for reuse"
+    with pytest.raises(ValueError):
+        spool.write(b"more")
