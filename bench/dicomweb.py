@@ -836,7 +836,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="5000,50000,200000", help="archive sizes (objects)")
     parser.add_argument("--queries", type=int, default=50, help="requests per latency row")
     parser.add_argument("--warmup", type=int, default=3, help="requests left out of each row")
-    parser.add_argument("--stow", type=int, default=600, help="objects per STOW-RS row")
+    parser.add_argument("--stow", type=int, default=2000, help="objects per STOW-RS row")
     parser.add_argument("--skip-stow", action="store_true")
     parser.add_argument("--stow-only", action="store_true", help="only the STOW-RS rows")
     parser.add_argument("--skip-wsi", action="store_true")

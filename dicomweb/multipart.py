@@ -13,6 +13,7 @@ the unfinished part already handed on belong to a part the caller must not keep.
 
 from __future__ import annotations
 
+import ctypes
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ MAX_EPILOGUE = 64 * 1024
 #: RFC 2046 5.1.1: 1 to 70 characters of bchars, not ending with a space.
 BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$")
 
+#: Chunks at least this large are searched with the C library's memmem (see find).
+MEMMEM_FROM = 32 * 1024
+
 Reader = Callable[[], Awaitable[bytes]]
 #: A piece of part content: a copy, or a view of a chunk as the connection delivered it.
 Buffer = bytes | memoryview
@@ -44,6 +48,32 @@ class MultipartError(BadRequest):
 
 class IncompleteBody(MultipartError):
     """The body ended (or the connection was lost) before the closing delimiter."""
+
+
+def _load_memmem() -> Callable[..., int | None] | None:
+    try:
+        function = ctypes.CDLL(None).memmem
+    except (OSError, AttributeError, TypeError):
+        return None
+    function.restype = ctypes.c_void_p
+    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
+    return function
+
+
+_MEMMEM = _load_memmem()
+
+
+def find(data: bytes, needle: bytes, start: int = 0) -> int:
+    """``data.find(needle, start)``. A large chunk is searched by the C library's memmem,
+    which skips ahead on random bytes (pixel data) about twice as fast as CPython's search
+    and lets other threads run meanwhile (ctypes releases the GIL)."""
+    length = len(data) - start
+    if _MEMMEM is None or length < MEMMEM_FROM or type(data) is not bytes or not needle:
+        return data.find(needle, start)
+    base = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+    assert base is not None
+    found = _MEMMEM(base + start, length, needle, len(needle))
+    return -1 if found is None else found - base
 
 
 @dataclass(frozen=True)
@@ -230,7 +260,7 @@ class MultipartReader:
             ):
                 buf += view[start:]  # small, or a delimiter cut in two: find it in the buffer
                 continue
-            at = data.find(delimiter, start)
+            at = find(data, delimiter, start)
             if at >= 0:  # the part ends in this chunk, which is not copied either
                 if at == start and buf and buf[-1] == 0x0D:
                     del buf[-1]  # the CR of the delimiter line

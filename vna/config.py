@@ -70,6 +70,11 @@ class Settings:
     spool_dir: Path | None = _doc(
         "Where incoming objects are spooled before they are stored; default DATA_DIR/spool.", None
     )
+    spool_direct_io: bool = _doc(
+        "Write received objects past their first 64 KiB with direct I/O (bypassing the page "
+        "cache) where the spool's file system allows it; `false` writes through the cache.",
+        True,
+    )
     import_workers: int = _doc("Parallel readers used by `vna import`.", 4)
     max_query_results: int = _doc(
         "Largest number of matches one C-FIND or QIDO-RS query returns (0 = unlimited).", 10000

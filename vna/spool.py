@@ -73,7 +73,7 @@ class Spool:
             self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
         )
         self._direct_fd: int | None = None
-        self._direct = bool(_O_DIRECT)
+        self._direct = bool(_O_DIRECT) and archive.settings.spool_direct_io
         self._buffer: mmap.mmap | None = None
         self._fill = 0  # bytes staged in the buffer
         self._offset = 0  # file offset of the buffer's first byte

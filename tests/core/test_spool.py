@@ -6,6 +6,8 @@ import errno
 import hashlib
 import os
 import random
+import sys
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -103,3 +105,40 @@ def test_discard_removes_the_file_and_returns_the_buffer(archive: Any) -> None:
     assert spool_module._free, "the staging buffer goes back for reuse"
     with pytest.raises(ValueError):
         spool.write(b"more")
+
+
+def test_direct_io_can_be_turned_off(archive: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """VNA_SPOOL_DIRECT_IO=false: every byte goes through the page cache."""
+    monkeypatch.setattr(archive, "settings", replace(archive.settings, spool_direct_io=False))
+    real_open = os.open
+    flags_seen: list[int] = []
+
+    def recording_open(path: Any, flags: int, *args: Any) -> int:
+        flags_seen.append(flags)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(spool_module.os, "open", recording_open)
+    data = random.Random(7).randbytes(2 * STAGE + 1)
+    with Spool(archive) as spool:
+        spool.write(data)
+        spool.finish()
+        assert spool.path.read_bytes() == data
+    assert flags_seen and not any(f & spool_module._O_DIRECT for f in flags_seen)
+
+
+def test_direct_io_is_used_where_the_file_system_allows_it(
+    archive: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+    flags_seen: list[int] = []
+
+    def recording_open(path: Any, flags: int, *args: Any) -> int:
+        flags_seen.append(flags)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(spool_module.os, "open", recording_open)
+    with Spool(archive) as spool:
+        spool.write(b"\0" * (HEAD + 1))
+        spool.finish()
+    if sys.platform.startswith("linux"):
+        assert any(f & spool_module._O_DIRECT for f in flags_seen)

@@ -159,3 +159,34 @@ def test_delimiter_split_anywhere_between_two_chunks() -> None:
         assert got == content, cut
     got, views = asyncio.run(main(where - 100, first=5_000))  # no delimiter in the middle
     assert got == content and views >= 1  # chunks handed on as views
+
+
+def test_the_large_chunk_search_finds_what_bytes_find_finds() -> None:
+    """Large chunks are searched by the C library; every position, start and miss agrees."""
+    import sys
+
+    from dicomweb import multipart
+    from dicomweb.multipart import MEMMEM_FROM, find
+
+    if sys.platform.startswith("linux"):
+        assert multipart._MEMMEM is not None, "the C library's memmem is used on Linux"
+    rng = random.Random(11)
+    needle = b"\r\n--" + BOUNDARY.encode()
+    noise = rng.randbytes(3 * MEMMEM_FROM)
+    for at in (0, 1, MEMMEM_FROM - 1, 2 * MEMMEM_FROM + 5, len(noise)):
+        data = noise[:at] + needle + noise[at:]
+        for start in (0, 1, at, at + 1, MEMMEM_FROM // 2):
+            assert find(data, needle, start) == data.find(needle, start), (at, start)
+    assert find(noise, needle) == -1
+    twice = noise + needle + noise + needle
+    assert find(twice, needle, len(noise) + 1) == twice.find(needle, len(noise) + 1)
+
+
+def test_parts_larger_than_the_search_threshold_come_out_whole() -> None:
+    from dicomweb.multipart import MEMMEM_FROM
+
+    rng = random.Random(12)
+    parts = [rng.randbytes(5 * MEMMEM_FROM + i) for i in range(3)]
+    for step in (MEMMEM_FROM + 7, 4 * MEMMEM_FROM, len(body(parts))):
+        got, _largest = parse(body(parts), step, chunk_size=1 << 20)
+        assert [content for _headers, content in got] == parts
