@@ -189,6 +189,8 @@ class WakingDUL(DULServiceProvider):
             log.debug("connection closed while reading a PDU: %s", exc)
             self.event_queue.put("Evt17")  # transport connection closed
             return
+        if pdu_type != 0x04 and self._receiver is not None:
+            self._receiver.drop_ready()  # a release or abort: no C-STORE follows
         if pdu_type == 0x04 and self.state_machine.current_state == "Sta6":
             passed = self._receive_data(body)
             if passed is None:
@@ -225,6 +227,7 @@ class WakingDUL(DULServiceProvider):
                 command = self.store_handler(self.assoc, message)
                 if command is not None:
                     self._send_command(context_id, command)
+                self._receiver.prepare()
                 self._idle_timer.restart()
             else:
                 messages.put((context_id, message))

@@ -15,6 +15,7 @@ to pynetdicom unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
 import threading
@@ -149,6 +150,7 @@ class StoreReceiver:
         self._held: list[bytes] = []  # raw PDV items of the command being received
         self._current: ReceivedStore | None = None
         self._handed: list[ReceivedStore] = []
+        self._ready: Spool | None = None  # created ahead for the next C-STORE (see prepare)
 
     def feed(self, body: bytes | bytearray) -> tuple[list[bytes], list[tuple[int, Any]]]:
         """Take the PDV items of one P-DATA-TF PDU (the bytes after its 6-byte header).
@@ -240,7 +242,12 @@ class StoreReceiver:
         if context is None or context.abstract_syntax != sop_class or context.as_scp is False:
             return None
         transfer_syntax = str(context.transfer_syntax[0])
-        spool = Spool(self.archive)
+        spool, self._ready = self._ready, None
+        if spool is None:
+            try:
+                spool = Spool(self.archive)
+            except VnaError:
+                return None  # pynetdicom's path answers it (0xA700)
         received = ReceivedStore(context_id, message_id, sop_class, sop_instance, spool)
         try:
             spool.write(part10_meta(sop_class, sop_instance, transfer_syntax, self.calling_ae))
@@ -276,8 +283,23 @@ class StoreReceiver:
         self._handed.append(current)
         return current
 
+    def prepare(self) -> None:
+        """Create the next C-STORE's spool file now, while the peer reads our answer and
+        sends its next request: creating a file is a large share of a small object's
+        handling, and it is then off the path the peer waits on."""
+        if self.archive is not None and self._ready is None:
+            with contextlib.suppress(VnaError):  # the next C-STORE tries again and answers
+                self._ready = Spool(self.archive)
+
+    def drop_ready(self) -> None:
+        """Remove the spool file created ahead (the association is ending)."""
+        if self._ready is not None:
+            self._ready.discard()
+            self._ready = None
+
     def close(self) -> None:
         """The connection ended: remove what was received but not ingested."""
+        self.drop_ready()
         if self._current is not None:
             self._current.spool.discard()
             self._current = None

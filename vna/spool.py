@@ -79,11 +79,22 @@ class Spool:
     """
 
     def __init__(self, archive: Archive) -> None:
-        archive.spool_dir.mkdir(parents=True, exist_ok=True)
+        """Create the file.
+
+        Raises:
+            OutOfResources: the spool folder cannot take a new file.
+        """
+        try:
+            archive.spool_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutOfResources(f"cannot create the spool folder: {exc.strerror}") from exc
         self.path = archive.spool_dir / f"{uuid.uuid4().hex}.part"
-        self._fd: int | None = os.open(
-            self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-        )
+        try:
+            self._fd: int | None = os.open(
+                self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+            )
+        except OSError as exc:
+            raise OutOfResources(f"cannot create a spool file: {exc.strerror}") from exc
         self._direct_fd: int | None = None
         self._direct = bool(_O_DIRECT) and archive.settings.spool_direct_io
         self._buffer: mmap.mmap | None = None

@@ -24,8 +24,8 @@ from dimse.transfer import (
     encode_store_request,
     encode_store_response,
 )
-from tests.dimse.conftest import associate, data_set_bytes, running
-from tests.dimse.test_store import stored_data_set
+from tests.dimse.conftest import associate, data_set_bytes, dcmtk, running
+from tests.dimse.test_store import instance_count, stored_data_set
 from tests.support.factory import make_dataset, write
 from vna.archive import Archive
 
@@ -152,6 +152,43 @@ def test_close_removes_what_was_not_ingested(receiver: StoreReceiver) -> None:
     receiver.close()  # the association ended before the first was answered
     assert not list(receiver.archive.spool_dir.glob("*.part"))
     assert not done[0][1].take()
+
+
+def test_the_next_spool_file_is_made_ahead_and_used(receiver: StoreReceiver) -> None:
+    """After an answer the next C-STORE's spool file is created at once; the next request
+    uses it, and the end of the association removes an unused one."""
+    spool_dir = receiver.archive.spool_dir
+    receiver.prepare()
+    [ready] = list(spool_dir.glob("*.part"))
+    receiver.prepare()  # one at a time
+    assert list(spool_dir.glob("*.part")) == [ready]
+    receiver.feed(pdv(CT_CONTEXT, 0x03, store_command("1.2.3.11")))
+    _, done = receiver.feed(pdv(CT_CONTEXT, 0x02, b"\x00\x00"))
+    [(_cx, received)] = done
+    assert received.spool.path == ready and ready.read_bytes().endswith(b"\x00\x00")
+    received.abandon()
+    receiver.prepare()
+    assert len(list(spool_dir.glob("*.part"))) == 1
+    receiver.drop_ready()  # a release or an abort arrives
+    assert not list(spool_dir.glob("*.part"))
+    receiver.prepare()
+    receiver.close()
+    assert not list(spool_dir.glob("*.part"))
+
+
+def test_many_stores_leave_an_empty_spool_when_released(
+    local_archive: Archive, tmp_path: Path
+) -> None:
+    """storescu returns once our release answer arrives: by then nothing is left behind."""
+    files = [write(make_dataset(), tmp_path / f"{i}.dcm") for i in range(3)]
+    with running(local_archive) as endpoint:
+        result = dcmtk(
+            "storescu", "-aec", endpoint.ae_title, endpoint.host, str(endpoint.port),
+            *[str(f) for f in files],
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert not list(local_archive.spool_dir.glob("*.part"))
+    assert instance_count(local_archive) == 3
 
 
 def test_small_pdus_and_mixed_messages_on_one_association(
