@@ -219,8 +219,8 @@ def main() -> None:
     parser.add_argument(
         "--sizes", default="5000,50000,200000", help="archive sizes for C-FIND ('' for none)"
     )
-    parser.add_argument("--small", type=int, default=500, help="64x64 objects per C-STORE row")
-    parser.add_argument("--ct", type=int, default=100, help="512x512 objects per C-STORE row")
+    parser.add_argument("--small", type=int, default=2000, help="64x64 objects per C-STORE row")
+    parser.add_argument("--ct", type=int, default=400, help="512x512 objects per C-STORE row")
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--skip-store", action="store_true", help="no C-STORE rows")
