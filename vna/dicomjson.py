@@ -283,10 +283,11 @@ def _person_name(value: Any) -> dict[str, str] | None:
     """PS3.18 F.2.2: a PN value as its Alphabetic/Ideographic/Phonetic groups."""
     if value is None or value == "":
         return None
-    # Text splits as pydicom's PersonName would (it only drops trailing empty groups, which
-    # are dropped below anyway), without building and validating one per value.
-    text = value if isinstance(value, str) and not isinstance(value, PersonName) else None
-    if text is None:
+    if isinstance(value, str):
+        # split as pydicom's PersonName would (it only drops trailing empty groups, which
+        # are dropped below anyway), without building and validating one per value
+        text = value
+    else:
         text = str(value if isinstance(value, PersonName) else PersonName(str(value)))
     groups = text.split("=")
     names = ("Alphabetic", "Ideographic", "Phonetic")

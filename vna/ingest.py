@@ -40,7 +40,7 @@ from vna.errors import (
 )
 from vna.index import writer
 from vna.index.attributes import patient_key
-from vna.spool import Spool
+from vna.spool import COPY_CHUNK, Spool
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ IMPLEMENTATION_CLASS_UID = UID("1.2.826.0.1.3680043.8.498.7786.1")
 IMPLEMENTATION_VERSION_NAME = "VNA_0_1"
 STORED = "stored"
 DUPLICATE = "duplicate"
-COPY_CHUNK = 1024 * 1024
 #: Received files at least this large start going to disk before they are parsed.
 HEAD_START_SIZE = 64 * 1024
 

@@ -107,38 +107,38 @@ def test_discard_removes_the_file_and_returns_the_buffer(archive: Any) -> None:
         spool.write(b"more")
 
 
-def test_direct_io_can_be_turned_off(archive: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """VNA_SPOOL_DIRECT_IO=false: every byte goes through the page cache."""
-    monkeypatch.setattr(archive, "settings", replace(archive.settings, spool_direct_io=False))
+@pytest.fixture
+def open_flags(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The flags of every os.open the spool makes."""
     real_open = os.open
-    flags_seen: list[int] = []
+    seen: list[int] = []
 
     def recording_open(path: Any, flags: int, *args: Any) -> int:
-        flags_seen.append(flags)
+        seen.append(flags)
         return real_open(path, flags, *args)
 
     monkeypatch.setattr(spool_module.os, "open", recording_open)
+    return seen
+
+
+def test_direct_io_can_be_turned_off(
+    archive: Any, monkeypatch: pytest.MonkeyPatch, open_flags: list[int]
+) -> None:
+    """VNA_SPOOL_DIRECT_IO=false: every byte goes through the page cache."""
+    monkeypatch.setattr(archive, "settings", replace(archive.settings, spool_direct_io=False))
     data = random.Random(7).randbytes(2 * STAGE + 1)
     with Spool(archive) as spool:
         spool.write(data)
         spool.finish()
         assert spool.path.read_bytes() == data
-    assert flags_seen and not any(f & spool_module._O_DIRECT for f in flags_seen)
+    assert open_flags and not any(f & spool_module._O_DIRECT for f in open_flags)
 
 
 def test_direct_io_is_used_where_the_file_system_allows_it(
-    archive: Any, monkeypatch: pytest.MonkeyPatch
+    archive: Any, open_flags: list[int]
 ) -> None:
-    real_open = os.open
-    flags_seen: list[int] = []
-
-    def recording_open(path: Any, flags: int, *args: Any) -> int:
-        flags_seen.append(flags)
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(spool_module.os, "open", recording_open)
     with Spool(archive) as spool:
         spool.write(b"\0" * (HEAD + 1))
         spool.finish()
     if sys.platform.startswith("linux"):
-        assert any(f & spool_module._O_DIRECT for f in flags_seen)
+        assert any(f & spool_module._O_DIRECT for f in open_flags)
