@@ -151,6 +151,7 @@ class StoreReceiver:
         self._current: ReceivedStore | None = None
         self._handed: list[ReceivedStore] = []
         self._ready: Spool | None = None  # created ahead for the next C-STORE (see prepare)
+        self._answered = 0  # C-STOREs answered on this association
 
     def feed(self, body: bytes | bytearray) -> tuple[list[bytes], list[tuple[int, Any]]]:
         """Take the PDV items of one P-DATA-TF PDU (the bytes after its 6-byte header).
@@ -284,10 +285,13 @@ class StoreReceiver:
         return current
 
     def prepare(self) -> None:
-        """Create the next C-STORE's spool file now, while the peer reads our answer and
-        sends its next request: creating a file is a large share of a small object's
-        handling, and it is then off the path the peer waits on."""
-        if self.archive is not None and self._ready is None:
+        """A C-STORE was answered: create the next one's spool file now, while the peer reads
+        the answer and sends its next request. Creating a file is a large share of a small
+        object's handling, and it is then off the path the peer waits on. Not after the
+        first answer: many modalities send one object per association, and the file would
+        only be created to be removed."""
+        self._answered += 1
+        if self.archive is not None and self._ready is None and self._answered > 1:
             with contextlib.suppress(VnaError):  # the next C-STORE tries again and answers
                 self._ready = Spool(self.archive)
 

@@ -155,9 +155,11 @@ def test_close_removes_what_was_not_ingested(receiver: StoreReceiver) -> None:
 
 
 def test_the_next_spool_file_is_made_ahead_and_used(receiver: StoreReceiver) -> None:
-    """After an answer the next C-STORE's spool file is created at once; the next request
-    uses it, and the end of the association removes an unused one."""
+    """From the second answer on, the next C-STORE's spool file is created at once; the next
+    request uses it, and the end of the association removes an unused one."""
     spool_dir = receiver.archive.spool_dir
+    receiver.prepare()  # one object per association is common: nothing made ahead yet
+    assert not list(spool_dir.glob("*.part"))
     receiver.prepare()
     [ready] = list(spool_dir.glob("*.part"))
     receiver.prepare()  # one at a time
