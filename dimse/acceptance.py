@@ -8,6 +8,7 @@ bytes it compressed, instead of forcing a decompression to the first syntax on o
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import socket
@@ -123,16 +124,25 @@ def contexts_for(
         for ts in cx.transfer_syntax:
             if ts in supported.transfer_syntaxes and ts not in wanted:
                 wanted.append(str(ts))
-    contexts = []
-    for abstract, syntaxes in order.items():
-        if not syntaxes:
-            continue
-        cx = build_context(abstract, syntaxes)
-        scu_role, scp_role = table[abstract].roles
-        if scu_role is not None and scp_role is not None:
-            cx.scu_role, cx.scp_role = scu_role, scp_role
-        contexts.append(cx)
-    return contexts
+    return [
+        _context(abstract, tuple(syntaxes), table[abstract].roles)
+        for abstract, syntaxes in order.items()
+        if syntaxes
+    ]
+
+
+@functools.lru_cache(maxsize=4096)
+def _context(
+    abstract: str, syntaxes: tuple[str, ...], roles: tuple[bool | None, bool | None]
+) -> PresentationContext:
+    """One acceptor context, built once: requesters propose the same lists again and again,
+    and building one validates every UID in it. The object is shared by associations, which
+    is safe because pynetdicom's negotiation only reads the acceptor's contexts."""
+    cx = build_context(abstract, list(syntaxes))
+    scu_role, scp_role = roles
+    if scu_role is not None and scp_role is not None:
+        cx.scu_role, cx.scp_role = scu_role, scp_role
+    return cx
 
 
 class CallingAePolicy:

@@ -31,6 +31,8 @@ from dimse.receive import ProtocolError, ReceivedStore, StoreReceiver
 
 log = logging.getLogger(__name__)
 
+#: A-RELEASE-RQ received, A-ABORT received, connection closed (PS3.8 Table 9-10).
+_ENDING_EVENTS = frozenset({"Evt12", "Evt16", "Evt17"})
 #: Longest idle wait: how late an ARTIM or network timeout may be noticed.
 IDLE_WAIT = 0.05
 
@@ -310,6 +312,10 @@ class WakingDUL(DULServiceProvider):
                     self._drain_wake()
                     continue
                 self.state_machine.do_action(event)
+                if event in _ENDING_EVENTS:
+                    # the association's reactor looks for a release or abort only between
+                    # messages: wake it so that the peer is answered at once
+                    self.assoc.dimse.msg_queue.put((None, None))
         finally:
             selector.close()
             if self._receiver is not None:

@@ -33,15 +33,18 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, N_ACTION
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from dimse import acceptance, commitment, find, handlers, retrieve, transfer
+from dimse import acceptance, commitment, find, handlers, retrieve, transfer, uidcache
 from dimse.dul import WakingDUL
 from dimse.receive import ReceivedStore, StoreReceiver
-from dimse.services import Services, nodelay
+from dimse.services import QuickEndAssociation, Services, nodelay
 from vna.archive import Archive
 from vna.config import Settings
 from vna.ingest import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 log = logging.getLogger(__name__)
+#: How often an association's reactor checks, between requests, for the network timeout
+#: and a dead DUL thread (a release or abort wakes it at once: WakingDUL).
+REACTOR_POLL = 0.005
 
 ServiceLoop = Callable[[Any, Any, Any], None]
 
@@ -62,7 +65,7 @@ def _service_loop(msg: Any) -> ServiceLoop | None:
     return None
 
 
-class VnaAssociation(Association):
+class VnaAssociation(QuickEndAssociation):
     """An acceptor association that serves Q/R and commitment with our service loops."""
 
     services: Services
@@ -103,7 +106,7 @@ class VnaAssociation(Association):
             self._reactor_checkpoint.wait()
             self._is_paused = False
             try:
-                context_id, msg = self.dimse.msg_queue.get(timeout=0.005)
+                context_id, msg = self.dimse.msg_queue.get(timeout=REACTOR_POLL)
             except queue.Empty:
                 context_id, msg = None, None
             if msg is not None:
@@ -223,6 +226,12 @@ class _Server(ThreadedAssociationServer):
     adopting: int = 0
     adopting_lock = threading.Lock()
 
+    def service_actions(self) -> None:
+        """Nothing between accepts. pynetdicom forces a full garbage collection every 60
+        turns of the accept loop; with the archive loaded that takes 50 ms or more, and
+        every association of the process waits meanwhile. Python's own collector reclaims
+        finished associations."""
+
 
 class _AdoptingServer(_Server):
     """A server that does not listen: `vna serve` accepts the connections in one process
@@ -271,6 +280,7 @@ class DimseServer:
         # an association request proposing a hundred storage classes built thousands. The
         # archive judges what it receives itself (vna/dicomfile.py), so the check is off.
         pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+        uidcache.install()
         if not log.isEnabledFor(logging.DEBUG):
             logging.getLogger("pynetdicom").setLevel(logging.WARNING)
         ae = _AE(ae_title=settings.ae_title.strip())

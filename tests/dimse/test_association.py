@@ -80,3 +80,44 @@ def test_maximum_associations(local_archive: Archive) -> None:
         while (outcome := _rejection(endpoint, "THIRD")) is not None:
             assert time.monotonic() < deadline, outcome
         assert outcome is None
+
+
+def test_many_contexts_accepted_in_the_requesters_order_twice(server: Endpoint) -> None:
+    """A request proposing every storage class (as storescu and getscu do) is answered from
+    memoized UID checks and cached acceptor contexts: an identical second request gets the
+    same answer, and a context proposed in another order keeps that order."""
+    from pynetdicom import AllStoragePresentationContexts
+
+    jpeg, explicit = "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.1"
+    storage = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts[:120]]
+    answers = []
+    for last_order in ([jpeg, explicit], [jpeg, explicit], [explicit, jpeg]):
+        contexts = [build_context(uid, [jpeg, explicit]) for uid in storage[:-1]]
+        contexts.append(build_context(storage[-1], last_order))
+        assoc = associate(server, contexts)
+        assert assoc.is_established
+        answers.append(
+            {str(cx.abstract_syntax): str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+        )
+        assoc.release()
+    assert answers[0] == answers[1]
+    assert answers[0] == dict.fromkeys(storage, jpeg)
+    assert answers[2] == {**answers[0], storage[-1]: explicit}
+
+
+def test_release_answered_at_once_however_seldom_the_reactor_polls(
+    local_archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The A-RELEASE-RQ wakes the association's reactor: with its poll made a minute long,
+    a release must still be answered (pynetdicom would wait 30 s for the A-RELEASE-RP)."""
+    from dimse import server as dimse_server
+
+    monkeypatch.setattr(dimse_server, "REACTOR_POLL", 60.0)
+    with running(local_archive) as endpoint:
+        for _ in range(2):
+            assoc = associate(endpoint, [build_context(VERIFICATION)])
+            assert assoc.send_c_echo().Status == 0
+            started = time.monotonic()
+            assoc.release()
+            assert assoc.is_released
+            assert time.monotonic() - started < 10
