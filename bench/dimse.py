@@ -3,8 +3,9 @@
 C-STORE instances/s and MB/s (dcmtk storescu, one association and four in parallel; 64x64
 and 512x512x16-bit objects), C-FIND latency (median and p95; PatientID exact, PatientName
 wildcard, StudyDate range, all studies cancelled after 100) at each archive size, C-MOVE and
-C-GET instances/s (dcmtk movescu/getscu, receiving without storing). C-FIND uses a raw-socket
-client (bench/rawdimse.py) so the client is not what is measured. Both servers run with
+C-GET instances/s (dcmtk movescu/getscu, receiving without storing), and how long an
+association proposing 120 storage classes waits for its A-ASSOCIATE-AC. C-FIND uses a
+raw-socket client (bench/rawdimse.py) so the client is not what is measured. Both servers run with
 TCP_NODELAY. Every row prints ours / Orthanc's.
 
     python bench/dimse.py --sizes 5000,50000,200000
@@ -30,11 +31,14 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from pydicom.dataset import Dataset  # noqa: E402
-from rawdimse import RawScu  # noqa: E402
+from pynetdicom import AllStoragePresentationContexts  # noqa: E402
+from rawdimse import RawScu, association_latency  # noqa: E402
 
 from tests.support.factory import make_dataset, write  # noqa: E402
 
 ENV = {**os.environ, "TCP_NODELAY": "1"}
+#: Associations timed for the association row.
+ASSOCIATIONS = 50
 #: Each C-MOVE / C-GET row is the median of this many runs of the dcmtk tool.
 RETRIEVE_REPEATS = 7
 rows: list[tuple[str, float, float, str]] = []
@@ -274,6 +278,12 @@ def main() -> None:
                 row(f"C-FIND {name} @{target} p95", o[1], t[1], "ms")
                 if cancel:
                     row(f"C-FIND all studies @{target} first response", o[2], t[2], "ms")
+        # what storescu and getscu propose: one context per storage class
+        classes = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts[:120]]
+        ours_ms = association_latency("127.0.0.1", ours_port, "VNA", classes, ASSOCIATIONS)
+        theirs_ms = association_latency("127.0.0.1", theirs_port, "ORTHANC", classes, ASSOCIATIONS)
+        row(f"A-ASSOCIATE-AC for 120 storage contexts (median of {ASSOCIATIONS})",
+            ours_ms, theirs_ms, "ms")  # fmt: skip
         study = f"1.2.826.0.1.3680043.10.1234.9.{prefix_number('S64')}.0"
         sink = subprocess.Popen(
             ["storescp", "--ignore", "-aet", "SINK", str(ours_port + 2)], env=ENV
