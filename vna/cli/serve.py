@@ -25,6 +25,7 @@ from vna.cli import balance
 from vna.cli.base import DataDir, app, console, fail, settings_from_cli
 from vna.config import Settings
 from vna.errors import VnaError
+from vna.memory import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +233,7 @@ def _server_process(
 ) -> None:
     """Body of an extra server process: serve what is handed over until told to stop or the
     parent is gone."""
+    keep_freed_memory()
     archive = Archive.open(settings, migrate=False)  # the parent has migrated
 
     async def main() -> None:
@@ -265,6 +267,7 @@ def serve_command(
 ) -> None:
     """Run the archive: DIMSE on VNA_DIMSE_PORT and DICOMweb on VNA_HTTP_PORT."""
     settings = settings_from_cli(data_dir)
+    keep_freed_memory()
     try:
         archive = Archive.open(settings)
     except VnaError as exc:
