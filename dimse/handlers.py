@@ -65,6 +65,7 @@ def store_received(
             source=f"dimse:{calling_ae}",
             expected_sop_class=sop_class,
             route=f"ae:{calling_ae}",
+            content=spool.content,
         )
 
 
@@ -117,6 +118,7 @@ def store_and_answer(assoc: Any, received: ReceivedStore) -> bytes | None:
                     source=f"dimse:{calling}",
                     expected_sop_class=received.sop_class,
                     route=f"ae:{calling}",
+                    content=received.spool.content,
                 )
             except Exception as exc:
                 code, comment = refusal(exc, received.sop_instance, calling)

@@ -371,8 +371,9 @@ def with_pixel_entry(
     return dict(sorted(metadata.items()))
 
 
-def read_object(path: Path) -> ParsedObject:
-    """Parse a Part 10 file (or a bare data set) from disk.
+def read_object(path: Path, content: bytes | None = None) -> ParsedObject:
+    """Parse a Part 10 file (or a bare data set) from disk; ``content``, when given, is the
+    file's whole content, parsed from memory (the general reader still reads the file).
 
     The common simple file is parsed by :func:`vna.fastread.read_simple`; anything else, and
     any file it refuses, by pydicom (:func:`read_with_pydicom`), with the same result.
@@ -385,7 +386,7 @@ def read_object(path: Path) -> ParsedObject:
     from vna.fastread import read_simple  # imports this module
 
     try:
-        parsed = read_simple(path)
+        parsed = read_simple(path, content)
     except VnaError:
         parsed = None  # the general reader decides, and words the error
     return parsed if parsed is not None else read_with_pydicom(path)

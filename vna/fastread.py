@@ -19,6 +19,7 @@ narrow; a result is never different.
 from __future__ import annotations
 
 import base64
+import io
 import os
 import struct
 from pathlib import Path
@@ -152,15 +153,16 @@ class _Attributes:
         return self.values.get(key, default)
 
 
-def read_simple(path: Path) -> ParsedObject | None:
+def read_simple(path: Path, content: bytes | None = None) -> ParsedObject | None:
     """Parse a simple Part 10 file; None when it is not simple (or not certainly so).
+    ``content``: the file's whole content, when the caller has it (nothing is read then).
 
     Raises:
         TruncatedObject: the pixel data is cut short.
         MissingAttribute: a UID the archive needs is absent.
     """
-    with path.open("rb") as fp:
-        file_size = os.fstat(fp.fileno()).st_size
+    with path.open("rb") if content is None else io.BytesIO(content) as fp:
+        file_size = os.fstat(fp.fileno()).st_size if content is None else len(content)
         want = min(file_size, CHUNK)
         while True:
             buf = fp.read(want)

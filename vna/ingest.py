@@ -188,11 +188,13 @@ def ingest_spooled(
     expected_sop_class: str | None = None,
     expected_study_uid: str | None = None,
     route: str | None = None,
+    content: bytes | None = None,
 ) -> IngestResult:
     """Ingest a spooled file; the store takes it (rename) when it is stored.
 
     With a ``route`` whose transformation produces another file (vna.routes), that file is
-    stored instead and the received one is removed.
+    stored instead and the received one is removed. ``content``: the spooled file's whole
+    content when the caller still has it (a small object is then parsed from memory).
     """
     routed = routes.apply(archive, route, path)
     if routed is not None:
@@ -200,8 +202,9 @@ def ingest_spooled(
             path.unlink()
         path = routed
         sha256, size = file_sha256(path)
+        content = None
     _head_start(archive, path, size)
-    parsed = read_object(path)
+    parsed = read_object(path, content)
     if not parsed.has_preamble:
         path, sha256, size = _add_file_meta(archive, parsed, source)
         earlier = parsed.warnings

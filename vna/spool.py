@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, BinaryIO
 from vna.errors import OutOfResources
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from vna.archive import Archive
 
 #: Direct I/O alignment of buffers, offsets and lengths (covers 512 and 4096-byte sectors).
@@ -84,15 +86,14 @@ class Spool:
         Raises:
             OutOfResources: the spool folder cannot take a new file.
         """
-        try:
-            archive.spool_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutOfResources(f"cannot create the spool folder: {exc.strerror}") from exc
         self.path = archive.spool_dir / f"{uuid.uuid4().hex}.part"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            self._fd: int | None = os.open(
-                self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-            )
+            try:
+                self._fd: int | None = os.open(self.path, flags, 0o644)
+            except FileNotFoundError:  # the spool folder does not exist (yet, or any more)
+                _make_folder(archive.spool_dir)
+                self._fd = os.open(self.path, flags, 0o644)
         except OSError as exc:
             raise OutOfResources(f"cannot create a spool file: {exc.strerror}") from exc
         self._direct_fd: int | None = None
@@ -102,6 +103,9 @@ class Spool:
         self._offset = 0  # file offset of the buffer's first byte
         self._hash = hashlib.sha256()
         self.size = 0
+        #: The whole content once finished, for an object of at most HEAD bytes (it is
+        #: parsed from memory rather than read back), else None.
+        self.content: bytes | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes.
@@ -142,6 +146,9 @@ class Spool:
         if self._fd is not None:
             try:
                 if self._fill:
+                    if self._offset == 0 and self._fill <= HEAD:
+                        assert self._buffer is not None
+                        self.content = self._buffer[: self._fill]
                     self._flush()
             finally:
                 self._close()
@@ -209,6 +216,13 @@ class Spool:
         if self._buffer is not None:
             buffer, self._buffer = self._buffer, None
             _give_buffer(buffer)
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutOfResources(f"cannot create the spool folder: {exc.strerror}") from exc
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

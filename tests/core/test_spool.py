@@ -38,6 +38,8 @@ def test_content_size_and_hash_survive_every_boundary(archive: Any, size: int) -
         assert spool.path.read_bytes() == data
         assert spool.size == size
         assert digest == hashlib.sha256(data).hexdigest()
+        # a small object's content stays in memory, to be parsed without reading it back
+        assert spool.content == (data if 0 < size <= HEAD else None)
 
 
 def test_a_file_system_without_direct_io_gets_the_same_bytes(
@@ -142,3 +144,14 @@ def test_direct_io_is_used_where_the_file_system_allows_it(
         spool.finish()
     if sys.platform.startswith("linux"):
         assert any(f & spool_module._O_DIRECT for f in open_flags)
+
+
+def test_a_removed_spool_folder_is_made_again(archive: Any) -> None:
+    with Spool(archive) as first:
+        first.write(b"x")
+    archive.spool_dir.rmdir()
+    with Spool(archive) as spool:
+        spool.write(b"again")
+        spool.finish()
+        assert spool.path.read_bytes() == b"again"
+    assert archive.spool_dir.is_dir()
