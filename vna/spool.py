@@ -170,7 +170,7 @@ class Spool:
 
     def _flush(self) -> None:
         """Write the staged bytes: the part below HEAD buffered, the rest direct when it can
-        (the last direct write is padded to the alignment, then the file is truncated)."""
+        (a last piece shorter than the alignment goes through the page cache)."""
         assert self._buffer is not None and self._fd is not None
         length = self._fill
         try:
@@ -178,33 +178,40 @@ class Spool:
                 split = max(0, min(length, HEAD - self._offset))
                 if split:
                     _pwrite_all(self._fd, stage[:split], self._offset)
-                if split < length and not (self._direct and self._write_direct(stage, split)):
+                if split < length and self._direct:
+                    split = self._write_direct(stage, split)
+                if split < length:
                     _pwrite_all(self._fd, stage[split:length], self._offset + split)
         except OSError as exc:
             raise OutOfResources(f"cannot spool the object: {exc.strerror}") from exc
         self._offset += length
         self._fill = 0
 
-    def _write_direct(self, stage: memoryview, start: int) -> bool:
-        """Write stage[start:fill] with direct I/O; False when the file system refuses it
-        (nothing written then, and the page cache is used from now on)."""
+    def _write_direct(self, stage: memoryview, start: int) -> int:
+        """Write the aligned part of stage[start:fill] with direct I/O; return where the
+        rest (to be written through the page cache) begins. That rest is the file's last
+        few bytes: padding them for direct I/O and truncating the file afterwards made the
+        file system read the last block back from disk. When the file system refuses direct
+        I/O nothing is written, and the page cache is used from now on."""
         assert self._fd is not None
         offset = self._offset + start
         length = self._fill - start
-        padded = -(-length // ALIGN) * ALIGN  # start is aligned, so this stays in the buffer
+        aligned = length - length % ALIGN  # start and offset are aligned
+        if length % ALIGN:
+            self._direct = False  # only the last flush leaves a rest: stay in the cache
+        if not aligned:
+            return start
         try:
             if self._direct_fd is None:
                 self._direct_fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC | _O_DIRECT)
-            _pwrite_all(self._direct_fd, stage[start : start + padded], offset)
+            _pwrite_all(self._direct_fd, stage[start : start + aligned], offset)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
             self._direct = False
-            os.ftruncate(self._fd, offset)  # a short direct write may have padded the file
-            return False
-        if padded > length:
-            os.ftruncate(self._direct_fd, offset + length)
-        return True
+            os.ftruncate(self._fd, offset)  # a short direct write may have written a part
+            return start
+        return start + aligned
 
     def _close(self) -> None:
         for name in ("_direct_fd", "_fd"):

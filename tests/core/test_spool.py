@@ -14,10 +14,10 @@ import pytest
 
 from vna import spool as spool_module
 from vna.errors import OutOfResources
-from vna.spool import HEAD, STAGE, Spool
+from vna.spool import ALIGN, HEAD, STAGE, Spool
 
-SIZES = [0, 1, 4095, HEAD - 1, HEAD, HEAD + 1, HEAD + 4096]
-SIZES += [STAGE - 1, STAGE, STAGE + 1, 3 * STAGE + 123]
+SIZES = [0, 1, 4095, HEAD - 1, HEAD, HEAD + 1, HEAD + 4096, HEAD + 4097]
+SIZES += [STAGE - 1, STAGE, STAGE + 1, STAGE + ALIGN, 3 * STAGE + 123]
 
 
 def _fill(spool: Spool, data: bytes, rng: random.Random) -> None:
@@ -137,13 +137,23 @@ def test_direct_io_can_be_turned_off(
 
 
 def test_direct_io_is_used_where_the_file_system_allows_it(
-    archive: Any, open_flags: list[int]
+    archive: Any, open_flags: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    truncations: list[int] = []
+    real_truncate = os.ftruncate
+    monkeypatch.setattr(
+        spool_module.os, "ftruncate", lambda fd, n: truncations.append(n) or real_truncate(fd, n)
+    )
+    data = random.Random(3).randbytes(HEAD + 3 * ALIGN + 5)
     with Spool(archive) as spool:
-        spool.write(b"\0" * (HEAD + 1))
+        spool.write(data)
         spool.finish()
+        assert spool.path.read_bytes() == data
     if sys.platform.startswith("linux"):
         assert any(f & spool_module._O_DIRECT for f in open_flags)
+    # the last 5 bytes went through the page cache: no padding to truncate afterwards (a
+    # truncation made the file system read the last block back from disk)
+    assert truncations == []
 
 
 def test_a_removed_spool_folder_is_made_again(archive: Any) -> None:
