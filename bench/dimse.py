@@ -5,8 +5,8 @@ and 512x512x16-bit objects), C-FIND latency (median and p95; PatientID exact, Pa
 wildcard, StudyDate range, all studies cancelled after 100) at each archive size, C-MOVE and
 C-GET instances/s (dcmtk movescu/getscu, receiving without storing), and how long an
 association proposing 120 storage classes waits for its A-ASSOCIATE-AC. C-FIND uses a
-raw-socket client (bench/rawdimse.py) so the client is not what is measured. Both servers run with
-TCP_NODELAY. Every row prints ours / Orthanc's.
+raw-socket client (bench/rawdimse.py) so the client is not what is measured. Both servers
+run with TCP_NODELAY. Every row prints ours / Orthanc's.
 
     python bench/dimse.py --sizes 5000,50000,200000
 """

@@ -90,13 +90,7 @@ class RawScu:
         self.message_id = 0
 
     def _recv(self, n: int) -> bytes:
-        data = bytearray()
-        while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("closed")
-            data += chunk
-        return bytes(data)
+        return _recv_all(self.sock, n)
 
     def _pdu(self) -> tuple[int, bytes]:
         kind, _r, length = struct.unpack(">BBI", self._recv(6))
