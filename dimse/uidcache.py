@@ -7,8 +7,9 @@ regular-expression checks), so a request proposing 120 contexts with their trans
 (what dcmtk's storescu and getscu send) took 10–16 ms to accept, most of it in these
 checks. The same few hundred UIDs come back in every association, so the results are kept.
 
-The checks stay exactly the same (the original functions compute every result once); only
-their repetition is saved. A value that fails a check is not cached, so its error or warning
+The checks stay exactly the same (the original functions compute every result once, and a
+transfer syntax of the standard's registry passes every check a presentation context makes);
+only their repetition is saved. A value that fails a check is not cached, so its error or warning
 is raised or logged every time, as before.
 """
 
@@ -81,3 +82,19 @@ def install() -> None:
 
     for module in (utils, pdu_items, pdu_primitives, presentation):
         module.set_uid = set_uid  # type: ignore[attr-defined]
+
+    # A presentation context checks each transfer syntax added to it the same way; those of
+    # the registry pass every check, so they are appended at once.
+    registry = {
+        uid: UID(uid) for uid, entry in UID_dictionary.items() if entry[1] == "Transfer Syntax"
+    }
+    original_add = presentation.PresentationContext.add_transfer_syntax
+
+    def add_transfer_syntax(self: presentation.PresentationContext, syntax: Any) -> None:
+        known = registry.get(syntax) if type(syntax) is str or type(syntax) is UID else None
+        if known is None:
+            original_add(self, syntax)
+        elif known not in self._transfer_syntax:
+            self._transfer_syntax.append(known)
+
+    presentation.PresentationContext.add_transfer_syntax = add_transfer_syntax  # type: ignore[method-assign]

@@ -54,3 +54,20 @@ def test_private_transfer_syntax_keeps_its_encoding() -> None:
     converted = utils.set_uid(private, "transfer_syntax")
     assert converted == private
     assert converted.is_little_endian and not converted.is_implicit_VR
+
+
+def test_transfer_syntaxes_added_as_before(caplog: pytest.LogCaptureFixture) -> None:
+    from pynetdicom.presentation import PresentationContext
+
+    cx = PresentationContext()
+    cx.add_transfer_syntax("1.2.840.10008.1.2.1")
+    cx.add_transfer_syntax(UID("1.2.840.10008.1.2.1"))  # already there: not added twice
+    cx.add_transfer_syntax(b"1.2.840.10008.1.2.4.50")
+    assert cx.transfer_syntax == ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.50"]
+    assert all(type(ts) is UID for ts in cx.transfer_syntax)
+    # anything but a registry transfer syntax still gets pynetdicom's own checks
+    with caplog.at_level("WARNING", logger="pynetdicom"):
+        cx.add_transfer_syntax("1.2.840.10008.5.1.4.1.1.2")  # a SOP class
+    assert "not a transfer syntax" in caplog.text
+    with pytest.raises(ValueError, match="invalid UID"):
+        cx.add_transfer_syntax("1.2." + "3" * 70)
