@@ -31,8 +31,9 @@ class Services:
         return self.settings.ae_title.strip()
 
     def associate(self, host: str, port: int, ae_title: str, **kwargs: Any) -> Any:
-        """Request an association to a peer, with TCP_NODELAY on its socket."""
-        handlers = [*kwargs.pop("evt_handlers", []), (evt.EVT_CONN_OPEN, set_nodelay)]
+        """Request an association to a peer (TCP_NODELAY, quick DUL polling: see
+        _connection_opened)."""
+        handlers = [*kwargs.pop("evt_handlers", []), (evt.EVT_CONN_OPEN, _connection_opened)]
         assoc = self.ae.associate(
             host,
             port,
@@ -72,7 +73,7 @@ def nodelay(sock: socket.socket) -> None:
 REQUESTED_DUL_POLL = 0.0002
 
 
-def set_nodelay(event: evt.Event) -> None:
+def _connection_opened(event: evt.Event) -> None:
     """EVT_CONN_OPEN handler for the associations the server requests: TCP_NODELAY, and
     their DUL thread looks for the peer's PDUs every 0.2 ms instead of pynetdicom's 1 ms
     (each C-STORE sub-operation of a C-MOVE waited for that poll)."""
