@@ -328,14 +328,10 @@ class DimseServer:
         assert server is not None, "start() first"
         with server.adopting_lock:
             server.adopting += 1
-        # On this thread rather than on a new one: the handler only builds the association
-        # and starts its own thread, and one thread start less shortens every association.
-        address = sock.getpeername()
-        try:
-            server.finish_request(sock, address)
-        except Exception:
-            server.handle_error(sock, address)
-            server.shutdown_request(sock)
+        # On this thread rather than on a new one (process_request): the handler only builds
+        # the association and starts its own thread, and one thread start less shortens
+        # every association.
+        server.process_request_thread(sock, sock.getpeername())
 
     @property
     def open_associations(self) -> int:
