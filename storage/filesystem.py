@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, NoReturn, TypeVar, cast
 
+from storage.asyncflush import Flush
 from storage.base import CHUNK_SIZE, ObjectNotFound, StoreError, StoreFull
 from storage.layout import is_valid_key, shard_parts, sharded_name, valid_key
 
@@ -144,18 +145,26 @@ class FilesystemStore:
     # -- writes ------------------------------------------------------------------------------
 
     def put_file(
-        self, key: str, path: Path, *, move: bool = False, flush_folder: bool = True
+        self,
+        key: str,
+        path: Path,
+        *,
+        move: bool = False,
+        flush_folder: bool = True,
+        flushed: bool = False,
     ) -> int:
         """Store the file under ``key``; with ``move=True`` rename it in when possible.
 
         With ``flush_folder=False`` the object's bytes are durable on return but its folder
-        entry is not until :meth:`flush_folders` is called for it: several objects put
-        together then share one flush of their folder (keys made together share one).
+        entry is not until :meth:`flush_folders` is called for it (or a :meth:`folder_flush`
+        is awaited): several objects put together then share one flush of their folder
+        (keys made together share one). ``flushed=True``: the caller has already flushed
+        the file's bytes to disk (fsync), so a rename does not do it again.
         """
         dest = self.path_for(key)
         source = Path(path)
         if move:
-            moved = self._try_move(source, dest, flush_folder)
+            moved = self._try_move(source, dest, flush_folder, flushed)
             if moved is not None:
                 return moved
         try:
@@ -205,7 +214,22 @@ class FilesystemStore:
             except OSError as exc:
                 _raise_store_error(exc, f"cannot flush {folder}")
 
-    def _try_move(self, source: Path, dest: Path, flush_folder: bool = True) -> int | None:
+    def folder_flush(self, key: str) -> Flush:
+        """Start flushing the folder entry of an object put with ``flush_folder=False``;
+        it is durable once the returned flush is awaited.
+
+        Raises:
+            StoreError: the folder cannot be opened.
+        """
+        folder = self.path_for(key).parent
+        try:
+            return Flush(folder, folder=True)
+        except OSError as exc:
+            _raise_store_error(exc, f"cannot flush {folder}")
+
+    def _try_move(
+        self, source: Path, dest: Path, flush_folder: bool = True, flushed: bool = False
+    ) -> int | None:
         """Rename ``source`` onto ``dest`` durably; None when it must be copied instead."""
         try:
             st = os.lstat(source)
@@ -215,12 +239,13 @@ class FilesystemStore:
             # A symlink must not be renamed into the store: copy what it points to instead.
             return None
         try:
-            # The caller wrote the file: make its bytes durable before they become visible.
-            fd = os.open(source, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if not flushed:
+                # The caller wrote the file: make its bytes durable before they become visible.
+                fd = os.open(source, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             self._ensure_parent(dest)
             try:
                 os.replace(source, dest)

@@ -138,7 +138,7 @@ class Settings:
     )
     dimse_processes: int = _doc(
         "DIMSE listener processes (each new association goes to the one with the fewest open; "
-        "`dimse_max_associations` applies to each): 0 means one per CPU core, at most 4.",
+        "`dimse_max_associations` applies to each): 0 means two per CPU core, at most 8.",
         0,
     )
     dimse_destinations: str = _doc(
@@ -159,7 +159,7 @@ class Settings:
     )
     dicomweb_processes: int = _doc(
         "DICOMweb server processes (each new connection goes to the one with the fewest "
-        "open): 0 means one per CPU core, at most 4.",
+        "open): 0 means two per CPU core, at most 8.",
         0,
     )
     dicomweb_base_url: str = _doc(
@@ -204,12 +204,12 @@ class Settings:
 
     @property
     def effective_http_processes(self) -> int:
-        """Number of DICOMweb server processes (``dicomweb_processes``, 0 = CPU cores, <= 4)."""
+        """Number of DICOMweb server processes (``dicomweb_processes``, 0 = two per core, <= 8)."""
         return _processes(self.dicomweb_processes)
 
     @property
     def effective_dimse_processes(self) -> int:
-        """Number of DIMSE listener processes (``dimse_processes``, 0 = CPU cores, <= 4)."""
+        """Number of DIMSE listener processes (``dimse_processes``, 0 = two per core, <= 8)."""
         return _processes(self.dimse_processes)
 
     @property
@@ -286,9 +286,23 @@ class Settings:
         self.dimse_destination_map  # noqa: B018
 
 
+#: Server processes per CPU core when the setting is 0, and their most.
+PROCESSES_PER_CORE = 2
+MAX_DEFAULT_PROCESSES = 8
+
+
 def _processes(configured: int) -> int:
-    """A process count: as configured, or one per CPU core (at most 4) for 0."""
-    return configured if configured > 0 else max(1, min(4, os.cpu_count() or 1))
+    """A process count: as configured, or two per CPU core (at most 8) for 0.
+
+    Two per core, because the threads of one Python process share one interpreter lock:
+    two associations (or uploads) served by one process wait for each other's Python work
+    even while a core is free, and handing that scheduling to the kernel instead made four
+    parallel small C-STOREs about 10% faster on a 2-core machine.
+    """
+    if configured > 0:
+        return configured
+    cores = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_PROCESSES, PROCESSES_PER_CORE * cores))
 
 
 def _list(text: str) -> list[str]:

@@ -9,6 +9,7 @@ leaves a row without its object.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -26,7 +27,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from storage import FilesystemStore, StoreError, StoreFull
-from storage.filesystem import start_writeback
+from storage.asyncflush import Flush
 from vna import routes
 from vna.archive import Archive
 from vna.dicomfile import ParsedObject, read_object
@@ -49,8 +50,6 @@ IMPLEMENTATION_CLASS_UID = UID("1.2.826.0.1.3680043.8.498.7786.1")
 IMPLEMENTATION_VERSION_NAME = "VNA_0_1"
 STORED = "stored"
 DUPLICATE = "duplicate"
-#: Received files at least this large start going to disk before they are parsed.
-HEAD_START_SIZE = 64 * 1024
 
 
 @dataclass
@@ -203,31 +202,57 @@ def ingest_spooled(
         path = routed
         sha256, size = file_sha256(path)
         content = None
-    _head_start(archive, path, size)
-    parsed = read_object(path, content)
-    if not parsed.has_preamble:
-        path, sha256, size = _add_file_meta(archive, parsed, source)
-        earlier = parsed.warnings
-        parsed = read_object(path)
-        parsed.warnings[:0] = earlier
-    return _ingest(
-        archive,
-        parsed,
-        sha256,
-        size,
-        source=source,
-        move=True,
-        expected_sop_class=expected_sop_class,
-        expected_study_uid=expected_study_uid,
-    )
+    flush = _start_flush(archive, path)
+    try:
+        parsed = read_object(path, content)
+        if not parsed.has_preamble:
+            path, sha256, size = _add_file_meta(archive, parsed, source)
+            earlier = parsed.warnings
+            parsed = read_object(path)
+            parsed.warnings[:0] = earlier
+            if flush is not None:  # the file with the header added is flushed by the store
+                flush.close()
+                flush = None
+        return _ingest(
+            archive,
+            parsed,
+            sha256,
+            size,
+            source=source,
+            move=True,
+            expected_sop_class=expected_sop_class,
+            expected_study_uid=expected_study_uid,
+            flush=flush,
+        )
+    finally:
+        if flush is not None:
+            flush.close()
 
 
-def _head_start(archive: Archive, path: Path, size: int) -> None:
-    """A file the filesystem store will take: its data starts going to disk while it is
-    parsed and checked, so that the store's fsync waits less. Small files gain nothing:
-    their fsync is mostly the filesystem's journal commit."""
-    if size >= HEAD_START_SIZE and isinstance(archive.store, FilesystemStore):
-        start_writeback(path)
+def _start_flush(archive: Archive, path: Path) -> Flush | None:
+    """A received file the filesystem store will take starts going to disk (fsync) now,
+    while it is parsed and checked; the store then only waits for what is left of it."""
+    if not isinstance(archive.store, FilesystemStore):
+        return None
+    try:
+        return Flush(path)
+    except OSError:
+        return None  # the store reports what is wrong with the file
+
+
+def _await_flush(flush: Flush, what: str) -> None:
+    """Wait for a flush started earlier, with the archive's errors.
+
+    Raises:
+        OutOfResources: the disk is full.
+        StorageError: the disk failed.
+    """
+    try:
+        flush.wait()
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OutOfResources(f"the object store is full: cannot flush {what}") from exc
+        raise StorageError(f"the object store failed: cannot flush {what}: {exc}") from exc
 
 
 def _add_file_meta(archive: Archive, parsed: ParsedObject, source: str) -> tuple[Path, str, int]:
@@ -285,7 +310,11 @@ def _ingest(
     move: bool,
     expected_sop_class: str | None,
     expected_study_uid: str | None,
+    flush: Flush | None = None,
 ) -> IngestResult:
+    """Store and index a parsed object. ``flush``: the fsync of the file, started earlier
+    (ingest_spooled); the file's folder entry is then flushed while the object is indexed,
+    and awaited before the index commits, so the disk and the index work at once."""
     _check_expectations(parsed, expected_sop_class, expected_study_uid)
     result = _new_result(parsed, sha256, size)
     # A check before storing: most duplicates and refusals end here without touching the
@@ -298,12 +327,20 @@ def _ingest(
     if previous is not None and previous.sha256 == sha256:
         return _duplicate(result, parsed, previous, move)
     key = new_storage_key()
-    _put(archive, key, parsed.path, move)
+    folder: Flush | None = None
+    if flush is not None and move and isinstance(archive.store, FilesystemStore):
+        folder = _put_flushed(archive, archive.store, key, parsed.path, flush)
+    else:
+        _put(archive, key, parsed.path, move)
     try:
-        outcome = _index(archive, parsed, key, size, sha256, source)
+        before_commit = (lambda: _await_flush(folder, key)) if folder is not None else None
+        outcome = _index(archive, parsed, key, size, sha256, source, before_commit)
     except BaseException:
         _remove_quietly(archive, key)
         raise
+    finally:
+        if folder is not None:
+            folder.close()
     if outcome is None:  # another writer stored the same bytes meanwhile
         _remove_quietly(archive, key)
         with archive.db.engine.connect() as conn:
@@ -352,10 +389,32 @@ def _check_policies_in(
     return previous
 
 
+def _put_flushed(
+    archive: Archive, store: FilesystemStore, key: str, path: Path, flush: Flush
+) -> Flush:
+    """Rename a received file into the store once its own flush is done; return the flush
+    of its folder entry, running (await it before the object is indexed)."""
+    _await_flush(flush, str(path))
+    _store_call(lambda: store.put_file(key, path, move=True, flush_folder=False, flushed=True))
+    try:
+        return store.folder_flush(key)
+    except StoreError as exc:
+        _remove_quietly(archive, key)
+        raise StorageError(f"the object store failed: {exc}") from exc
+
+
 def _index(
-    archive: Archive, parsed: ParsedObject, key: str, size: int, sha256: str, source: str
+    archive: Archive,
+    parsed: ParsedObject,
+    key: str,
+    size: int,
+    sha256: str,
+    source: str,
+    before_commit: Callable[[], None] | None = None,
 ) -> writer.AddOutcome | None:
     """Index a stored object; None when an identical object was indexed concurrently.
+    ``before_commit`` runs last inside the write transaction (what must be durable before
+    the row is).
 
     The checks are repeated inside the write transaction, which is authoritative: on SQLite
     it holds the write lock; on PostgreSQL a concurrent insert of the same SOP Instance UID
@@ -375,7 +434,7 @@ def _index(
                 )
                 if previous is not None and previous.sha256 == sha256:
                     return None
-                return writer.add_instance(
+                outcome = writer.add_instance(
                     conn,
                     parsed,
                     storage_key=key,
@@ -386,6 +445,9 @@ def _index(
                     duplicate_policy=settings.duplicate_policy,
                     values=values,
                 )
+                if before_commit is not None:
+                    before_commit()
+                return outcome
         except IntegrityError:
             log.debug("concurrent ingest of %s, retrying", parsed.sop_instance_uid)
         except OperationalError as exc:
@@ -445,18 +507,30 @@ def stage_files(
         for i, path in enumerate(paths):
             try:
                 sha, size = hashes[i] if hashes is not None else file_sha256(path)
-                if move:
-                    _head_start(archive, path, size)
-                parsed = read_object(path)
-                result = _new_result(parsed, sha, size)
-                previous = _check_policies_in(
-                    conn, settings.duplicate_policy, settings.study_conflict_policy, parsed, sha
-                )
-                if previous is not None and previous.sha256 == sha:
-                    out[i] = _duplicate(result, parsed, previous, move=False)
-                    continue
-                key = new_storage_key()
-                _put(archive, key, path, move=move, flush_folder=not together)
+                flush = _start_flush(archive, path) if move else None
+                try:
+                    parsed = read_object(path)
+                    result = _new_result(parsed, sha, size)
+                    previous = _check_policies_in(
+                        conn, settings.duplicate_policy, settings.study_conflict_policy, parsed, sha
+                    )
+                    if previous is not None and previous.sha256 == sha:
+                        out[i] = _duplicate(result, parsed, previous, move=False)
+                        continue
+                    key = new_storage_key()
+                    if flush is not None:
+                        _await_flush(flush, str(path))
+                    _put(
+                        archive,
+                        key,
+                        path,
+                        move=move,
+                        flush_folder=not together,
+                        flushed=flush is not None,
+                    )
+                finally:
+                    if flush is not None:
+                        flush.close()
                 staged.append(Staged(i, parsed, key, result, flushed=not deferred))
             except VnaError as exc:
                 out[i] = exc
@@ -607,12 +681,22 @@ def _is_transient(exc: OperationalError) -> bool:
     return code in ("40P01", "40001") or "database is locked" in str(exc.orig)
 
 
-def _put(archive: Archive, key: str, path: Path, move: bool, *, flush_folder: bool = True) -> None:
+def _put(
+    archive: Archive,
+    key: str,
+    path: Path,
+    move: bool,
+    *,
+    flush_folder: bool = True,
+    flushed: bool = False,
+) -> None:
     """Store an object durably; with ``flush_folder=False`` (filesystem store only) its
-    folder entry waits for ``flush_folders``."""
+    folder entry waits for ``flush_folders``; ``flushed``: the file's own flush is done."""
     store = archive.store
-    if not flush_folder and isinstance(store, FilesystemStore):
-        _store_call(lambda: store.put_file(key, path, move=move, flush_folder=False))
+    if (flushed or not flush_folder) and isinstance(store, FilesystemStore):
+        _store_call(
+            lambda: store.put_file(key, path, move=move, flush_folder=flush_folder, flushed=flushed)
+        )
     else:
         _store_call(lambda: store.put_file(key, path, move=move))
 

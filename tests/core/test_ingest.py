@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,14 @@ from sqlalchemy import select
 from tests.support.data import real_files, require_real_data
 from tests.support.factory import make_dataset, uid, write
 from vna.archive import Archive
-from vna.errors import DuplicateRejected, MissingAttribute, NotDicom, StudyConflict
+from vna.errors import (
+    DuplicateRejected,
+    MissingAttribute,
+    NotDicom,
+    OutOfResources,
+    StorageError,
+    StudyConflict,
+)
 from vna.index.tables import IngestConflict, Instance, Patient, Series, Study
 from vna.ingest import DUPLICATE, STORED, ingest_file, ingest_stream
 from vna.retrieve import find_instances, frames, open_instance
@@ -287,3 +296,54 @@ def test_processes_starting_together_migrate_once(pg_database_url: str) -> None:
     with cf.ThreadPoolExecutor(3) as pool:
         tables = list(pool.map(lambda _: open_db(), range(3)))
     assert all("instance" in t for t in tables)
+
+
+class _FailingFlush:
+    """A flush whose disk reports an error when it is awaited."""
+
+    def __init__(self, *_args: object, error: int = 28, **_kwargs: object) -> None:
+        self.error = error
+
+    def wait(self) -> None:
+        raise OSError(self.error, os.strerror(self.error))
+
+    def close(self) -> None:
+        pass
+
+
+def test_received_object_not_flushed_is_not_stored(
+    local_archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The received file's flush (started before it is parsed) fails with a full disk: the
+    answer is "out of resources" and nothing is stored or indexed."""
+    import vna.ingest
+
+    monkeypatch.setattr(vna.ingest, "Flush", _FailingFlush)
+    path = write(make_dataset(), tmp_path / "a.dcm")
+    with path.open("rb") as fp, pytest.raises(OutOfResources):
+        ingest_stream(local_archive, fp, source="stow")
+    assert list(local_archive.store.keys()) == []
+    assert _no_instances(local_archive)
+    assert not list(local_archive.spool_dir.glob("*.part"))
+
+
+def test_folder_entry_not_flushed_removes_the_object(
+    local_archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The object is in the store but its folder entry cannot be flushed: the index row is
+    never committed and the object is removed again."""
+    from storage import FilesystemStore
+
+    monkeypatch.setattr(
+        FilesystemStore, "folder_flush", lambda _self, _key: _FailingFlush(error=errno.EIO)
+    )
+    path = write(make_dataset(), tmp_path / "a.dcm")
+    with path.open("rb") as fp, pytest.raises(StorageError):
+        ingest_stream(local_archive, fp, source="stow")
+    assert list(local_archive.store.keys()) == []
+    assert _no_instances(local_archive)
+
+
+def _no_instances(archive: Archive) -> bool:
+    with archive.db.engine.connect() as conn:
+        return conn.execute(select(Instance)).first() is None

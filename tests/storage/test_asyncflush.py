@@ -1,0 +1,85 @@
+"""Flushes started early and awaited later (storage.asyncflush)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import platform
+import time
+from pathlib import Path
+
+import pytest
+
+from storage import asyncflush
+from storage.asyncflush import Flush
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="no /proc")
+
+
+def test_runs_in_the_background_on_glibc() -> None:
+    """On Linux with glibc (the supported servers) the flush really overlaps the caller's
+    work; elsewhere it falls back to a plain fsync when awaited."""
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert asyncflush.available()
+
+
+@needs_proc
+@pytest.mark.parametrize("background", [True, False])
+def test_wait_flushes_and_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool
+) -> None:
+    if not background:
+        monkeypatch.setattr(asyncflush, "_LIBC", None)
+    path = tmp_path / "object"
+    path.write_bytes(b"x" * 10_000)
+    before = _open_descriptors()
+    flush = Flush(path)
+    assert _open_descriptors() == before + 1
+    flush.wait()
+    flush.wait()  # idempotent
+    assert _open_descriptors() == before
+    with Flush(tmp_path, folder=True) as folder:
+        folder.wait()
+    assert path.read_bytes() == b"x" * 10_000
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_a_failed_flush_raises_when_awaited(
+    monkeypatch: pytest.MonkeyPatch, background: bool
+) -> None:
+    """/dev/null cannot be synchronised (EINVAL): the error reaches whoever waits, every
+    time they wait, so nothing is acknowledged as durable."""
+    if not background:
+        monkeypatch.setattr(asyncflush, "_LIBC", None)
+    flush = Flush("/dev/null")
+    for _ in range(2):
+        with pytest.raises(OSError) as caught:
+            flush.wait()
+        assert caught.value.errno == errno.EINVAL
+
+
+def test_a_missing_file_fails_at_once(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        Flush(tmp_path / "gone")
+
+
+@needs_proc
+def test_flushes_given_up_leave_no_descriptor_behind(tmp_path: Path) -> None:
+    """close() does not wait (a duplicate is answered at once), but the descriptors of
+    flushes given up are closed once they finish."""
+    before = _open_descriptors()
+    for i in range(20):
+        path = tmp_path / f"dup{i}"
+        path.write_bytes(os.urandom(5000))
+        Flush(path).close()
+        path.unlink()
+    deadline = time.monotonic() + 10
+    while _open_descriptors() > before and time.monotonic() < deadline:
+        Flush(tmp_path, folder=True).wait()  # each new flush closes the finished ones
+        time.sleep(0.01)
+    assert _open_descriptors() == before
