@@ -194,7 +194,8 @@ class Instance(Base):
 
     __tablename__ = "instance"
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
-    series_fk: Mapped[int] = mapped_column(ForeignKey("series.pk"), index=True)
+    # looked up through ix_instance_series_current, whose first column it is
+    series_fk: Mapped[int] = mapped_column(ForeignKey("series.pk"))
     sop_instance_uid: Mapped[str] = mapped_column(UID, index=True)
     sop_class_uid: Mapped[str] = mapped_column(UID)
     instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -217,7 +218,7 @@ class Instance(Base):
     transfer_syntax_uid: Mapped[str] = mapped_column(UID)
     storage_key: Mapped[str] = mapped_column(String(200), unique=True)
     size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))  # compared, never searched for
     received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     source: Mapped[str] = mapped_column(String(128), default="")  # "dimse:AET", "stow", "import"
     # -- versions ------------------------------------------------------------------------------
@@ -250,7 +251,6 @@ class Instance(Base):
             postgresql_where=text("is_current"),
         ),
         Index("ix_instance_series_current", "series_fk", "is_current", "instance_number"),
-        Index("ix_instance_received_at", "received_at"),
     )
 
 
