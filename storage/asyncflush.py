@@ -133,8 +133,12 @@ class Flush:
             self.wait()
 
     def _await_aio(self) -> None:
-        assert _LIBC is not None
         cb = self._cb
+        if _LIBC is None:  # started before this process was forked: its AIO thread is gone
+            self._cb = None
+            assert self._fd is not None
+            os.fsync(self._fd)
+            return
         waiting = (ctypes.c_void_p * 1)(ctypes.addressof(cb))
         while (code := _LIBC.aio_error(cb)) == errno.EINPROGRESS:
             _LIBC.aio_suspend(waiting, 1, None)  # an interrupted wait just loops
@@ -166,3 +170,22 @@ def _reap() -> None:
             _abandoned.remove(flush)
     for flush in done:
         flush._finish_quietly()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child flushes synchronously. glibc's AIO threads are not copied into it,
+    while its bookkeeping may say an idle one is waiting: a request there could wait
+    forever. Flushes given up by the parent are the parent's business."""
+    global _LIBC, _abandoned, _abandoned_lock
+    _LIBC = None
+    for flush in _abandoned:
+        fd, flush._fd, flush._cb = flush._fd, None, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _abandoned = []
+    _abandoned_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

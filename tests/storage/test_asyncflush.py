@@ -83,3 +83,34 @@ def test_flushes_given_up_leave_no_descriptor_behind(tmp_path: Path) -> None:
         Flush(tmp_path, folder=True).wait()  # each new flush closes the finished ones
         time.sleep(0.01)
     assert _open_descriptors() == before
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_a_forked_child_flushes_without_the_parents_threads(tmp_path: Path) -> None:
+    """glibc's AIO threads stay in the parent: a child forked while flushes run (a worker
+    pool) must still get its own flushes done, not wait forever for a thread it lacks."""
+    path = tmp_path / "object"
+    path.write_bytes(os.urandom(100_000))
+    running = [Flush(path) for _ in range(4)]
+    running[0].close()  # one given up, still running maybe
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if its flushes complete
+        try:
+            child = Flush(path)
+            child.wait()
+            running[1].wait()
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    for flush in running[1:]:
+        flush.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's flush never finished")
