@@ -146,6 +146,13 @@ class Flush:
         if _LIBC.aio_return(cb) != 0:
             raise OSError(code, f"fsync failed: {os.strerror(code)}")
 
+    def __del__(self) -> None:
+        # dropped without close(): glibc still writes the result into the control block, so
+        # a flush that runs is kept (given up) until it finishes
+        if getattr(self, "_cb", None) is not None and getattr(self, "_fd", None) is not None:
+            with contextlib.suppress(Exception):
+                self.close()
+
     def __enter__(self) -> Flush:
         return self
 

@@ -114,3 +114,17 @@ def test_a_forked_child_flushes_without_the_parents_threads(tmp_path: Path) -> N
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     pytest.fail("the forked child's flush never finished")
+
+
+@needs_proc
+def test_a_flush_dropped_without_close_is_finished_safely(tmp_path: Path) -> None:
+    before = _open_descriptors()
+    for i in range(20):
+        path = tmp_path / f"x{i}"
+        path.write_bytes(os.urandom(5000))
+        Flush(path)  # dropped at once
+    deadline = time.monotonic() + 10
+    while _open_descriptors() > before and time.monotonic() < deadline:
+        Flush(tmp_path, folder=True).wait()
+        time.sleep(0.01)
+    assert _open_descriptors() == before
