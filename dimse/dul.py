@@ -16,6 +16,7 @@ import logging
 import queue
 import selectors
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -103,6 +104,7 @@ class WakingDUL(DULServiceProvider):
     _queued: int  # primitives queued for sending
     _sent: int  # PDUs the DUL thread has written
     _direct: bool  # direct writes allowed (see send_direct)
+    _readable: bool  # the last wait found data on the connection, not read yet
     #: Builds the association's StoreReceiver once it is established (None: pynetdicom
     #: receives every message itself).
     receiver_factory: Callable[[Any], StoreReceiver] | None
@@ -124,6 +126,7 @@ class WakingDUL(DULServiceProvider):
         woken._queued = 0
         woken._sent = 0
         woken._direct = True
+        woken._readable = False
         woken.receiver_factory = None
         woken._receiver = None
         woken.store_handler = None
@@ -298,7 +301,6 @@ class WakingDUL(DULServiceProvider):
                         pass
                     elif self._is_transport_event():
                         self._idle_timer.restart()
-                        _quick_ack(watched)
                 except Exception as exc:  # as pynetdicom: abort rather than hang
                     log.exception("DUL failure, aborting the association: %s", exc)
                     self._abort_hard()
@@ -308,8 +310,11 @@ class WakingDUL(DULServiceProvider):
                 except queue.Empty:
                     watched = self._watch(selector, watched)
                     _quick_ack(watched)
-                    selector.select(IDLE_WAIT)
-                    self._drain_wake()
+                    for key, _mask in selector.select(IDLE_WAIT):
+                        if key.fileobj is self._wake_r:
+                            self._drain_wake()
+                        else:
+                            self._readable = True
                     continue
                 self.state_machine.do_action(event)
                 if event in _ENDING_EVENTS:
@@ -324,13 +329,37 @@ class WakingDUL(DULServiceProvider):
                 self._wake_r.close()
                 self._wake_w.close()
 
+    def _is_transport_event(self) -> bool:
+        """Read a PDU when the last wait found data on the connection. pynetdicom asks the
+        socket with a select() of its own on every turn; the wait already knows (a TLS
+        socket, whose buffered data the wait cannot see, and the closing state Sta13 keep
+        pynetdicom's way)."""
+        raw = self._raw_socket()
+        if raw is None or isinstance(raw, ssl.SSLSocket):
+            return bool(super()._is_transport_event())
+        if self.state_machine.current_state == "Sta13":
+            self._readable = False
+            return bool(super()._is_transport_event())
+        if not self._readable:
+            return False
+        self._readable = False
+        if not self._connected():
+            return False
+        self._read_pdu_data()
+        return True
+
+    def _connected(self) -> bool:
+        """Whether the transport connection is up (a requested association's socket is
+        connected by the state machine, after the DUL thread has started)."""
+        return bool(self.socket is not None and getattr(self.socket, "_is_connected", False))
+
     def _watch(
         self, selector: selectors.BaseSelector, watched: socket.socket | None
     ) -> socket.socket | None:
         """Keep the selector on the association's current socket (it may have closed)."""
         raw = self._raw_socket()
-        if raw is not None and raw.fileno() == -1:
-            raw = None
+        if raw is not None and (raw.fileno() == -1 or not self._connected()):
+            raw = None  # closed, or not connected yet (it would read as hung up)
         if raw is watched:
             return watched
         if watched is not None:
