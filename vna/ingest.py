@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
@@ -327,6 +327,8 @@ def _ingest(
     if previous is not None and previous.sha256 == sha256:
         return _duplicate(result, parsed, previous, move)
     key = new_storage_key()
+    # the index row's values are worked out while the file's flush still runs
+    values = writer.instance_values(parsed)
     folder: Flush | None = None
     if flush is not None and move and isinstance(archive.store, FilesystemStore):
         folder = _put_flushed(archive, archive.store, key, parsed.path, flush)
@@ -334,7 +336,7 @@ def _ingest(
         _put(archive, key, parsed.path, move)
     try:
         before_commit = (lambda: _await_flush(folder, key)) if folder is not None else None
-        outcome = _index(archive, parsed, key, size, sha256, source, before_commit)
+        outcome = _index(archive, parsed, key, size, sha256, source, before_commit, values)
     except BaseException:
         _remove_quietly(archive, key)
         raise
@@ -411,17 +413,19 @@ def _index(
     sha256: str,
     source: str,
     before_commit: Callable[[], None] | None = None,
+    values: dict[str, Any] | None = None,
 ) -> writer.AddOutcome | None:
     """Index a stored object; None when an identical object was indexed concurrently.
     ``before_commit`` runs last inside the write transaction (what must be durable before
-    the row is).
+    the row is); ``values``: writer.instance_values of the object, when already worked out.
 
     The checks are repeated inside the write transaction, which is authoritative: on SQLite
     it holds the write lock; on PostgreSQL a concurrent insert of the same SOP Instance UID
     fails on the partial unique index and the attempt is repeated.
     """
     settings = archive.settings
-    values = writer.instance_values(parsed)  # before the write lock is taken
+    if values is None:
+        values = writer.instance_values(parsed)  # before the write lock is taken
     for _attempt in range(5):
         try:
             with archive.db.transaction() as conn:
