@@ -397,7 +397,7 @@ def _put_flushed(
     """Rename a received file into the store once its own flush is done; return the flush
     of its folder entry, running (await it before the object is indexed)."""
     _await_flush(flush, str(path))
-    _store_call(lambda: store.put_file(key, path, move=True, flush_folder=False, flushed=True))
+    _put(archive, key, path, move=True, flush_folder=False, flushed=True)
     try:
         return store.folder_flush(key)
     except StoreError as exc:
