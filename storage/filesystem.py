@@ -9,22 +9,20 @@ object or the whole new one, and a crash never leaves a truncated object under i
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import stat
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, NoReturn, TypeVar, cast
+from typing import BinaryIO, NoReturn, TypeVar
 
 from storage.asyncflush import Flush
 from storage.base import CHUNK_SIZE, ObjectNotFound, StoreError, StoreFull
 from storage.layout import is_valid_key, shard_parts, sharded_name, valid_key
 
-__all__ = ["STALE_TEMP_SECONDS", "TEMP_DIR_NAME", "FilesystemStore", "start_writeback"]
+__all__ = ["STALE_TEMP_SECONDS", "TEMP_DIR_NAME", "FilesystemStore"]
 
 #: Name of the directory (directly under the root) that holds writes in progress.
 TEMP_DIR_NAME = ".tmp"
@@ -50,43 +48,6 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """Linux's sync_file_range(2) from the C library, or None where there is none."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return cast(Callable[[int, int, int, int], int], function)
-
-
-_SYNC_FILE_RANGE = _load_sync_file_range()
-_SYNC_FILE_RANGE_WRITE = 2  # start writing dirty pages back; do not wait
-
-
-def start_writeback(path: Path) -> None:
-    """Ask the kernel to start writing a file's data to disk now, without waiting.
-
-    Only a head start: the fsync that makes the file durable (put_file) still follows and
-    then waits for less (a 512 KB file: about a third of the time). Received objects call
-    it before they are parsed, so the disk works while the CPU does. A no-op where the
-    system has no sync_file_range; errors are ignored (the fsync reports real ones).
-    """
-    if _SYNC_FILE_RANGE is None:
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
-    finally:
-        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -37,7 +37,7 @@ from storage import (
     StoreFull,
     open_store,
 )
-from storage.filesystem import TEMP_DIR_NAME, start_writeback
+from storage.filesystem import TEMP_DIR_NAME
 from tests.support.seaweed import S3Server
 
 MiB = 1024 * 1024
@@ -588,17 +588,6 @@ def test_fs_folder_flush_deferred_to_flush_folders(
     fs_store.flush_folders(keys)
     assert synced == ["file"] * 3 + ["dir"] * 2
     assert [read_all(fs_store, key) for key in keys] == [k.encode() for k in keys]
-
-
-def test_fs_start_writeback_is_only_a_hint(tmp_path: Path) -> None:
-    """Starting a file's writeback early changes nothing a reader sees, and a file that is
-    gone (or a system without the call) is not an error: put_file's fsync decides."""
-    path = tmp_path / "received"
-    data = random.Random(3).randbytes(300_000)
-    path.write_bytes(data)
-    start_writeback(path)
-    start_writeback(tmp_path / "gone")
-    assert path.read_bytes() == data
 
 
 def test_fs_move_renames_on_same_filesystem(fs_store: FilesystemStore, tmp_path: Path) -> None:
