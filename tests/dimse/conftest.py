@@ -160,7 +160,7 @@ def associate(
     ae = AE(ae_title=ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
     handlers = [*kwargs.pop("evt_handlers", []), (evt.EVT_CONN_OPEN, nodelay)]
-    return ae.associate(
+    assoc = ae.associate(
         endpoint.host,
         endpoint.port,
         contexts=contexts,
@@ -168,6 +168,34 @@ def associate(
         evt_handlers=handlers,
         **kwargs,
     )
+    for name in ("send_c_echo", "send_c_store", "send_c_find", "send_c_move", "send_c_get"):
+        setattr(assoc, name, _after_reactor_pause(assoc, getattr(assoc, name)))
+    return assoc
+
+
+REACTOR_PAUSE_WAIT = 1.0
+
+
+def _after_reactor_pause(assoc: Any, send: Any) -> Any:
+    """``send`` once the SCU association's reactor is really paused.
+
+    pynetdicom's send_* methods clear the reactor's checkpoint and go on as soon as its
+    ``_is_paused`` flag is set, but the flag still holds from the reactor's previous pause
+    while it wakes up from it: the woken reactor can then take the answer off the queue
+    ("Received unexpected C-STORE service message") and the send waits for it until the
+    DIMSE timeout. A server answering within a few microseconds hits that window. Here the
+    flag is cleared and the reactor seen to set it again before the send starts.
+    """
+
+    def paused_send(*args: Any, **kwargs: Any) -> Any:
+        assoc._reactor_checkpoint.clear()
+        assoc._is_paused = False
+        deadline = time.monotonic() + REACTOR_PAUSE_WAIT  # a reactor that ended never pauses
+        while not assoc._is_paused and time.monotonic() < deadline:
+            time.sleep(0.0001)
+        return send(*args, **kwargs)
+
+    return paused_send
 
 
 @dataclass
