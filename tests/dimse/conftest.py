@@ -168,7 +168,14 @@ def associate(
         evt_handlers=handlers,
         **kwargs,
     )
-    for name in ("send_c_echo", "send_c_store", "send_c_find", "send_c_move", "send_c_get"):
+    for name in (
+        "send_c_echo",
+        "send_c_store",
+        "send_c_find",
+        "send_c_move",
+        "send_c_get",
+        "send_n_action",
+    ):
         setattr(assoc, name, _after_reactor_pause(assoc, getattr(assoc, name)))
     return assoc
 
