@@ -164,6 +164,45 @@ def _storescu_arguments(chunk: list[Path], number: int) -> list[str]:
     return ["+sd", str(folder)]
 
 
+def store_row(
+    work: Path,
+    label: str,
+    count: int,
+    size: int,
+    parallel: int,
+    rounds: int,
+    ours_port: int,
+    theirs_port: int,
+) -> None:
+    """One C-STORE row: ``rounds`` rounds, each storing new objects into both servers, in
+    turn (who goes first alternates), reported as the medians of the rounds. On a shared
+    virtual machine one round moves by ±20%; alternating rounds keep both servers under
+    the same conditions, and the per-round ratios show the spread."""
+    ours_rates: list[float] = []
+    theirs_rates: list[float] = []
+    megabytes = 0.0
+    for number in range(rounds):
+        # new objects for every round: a second round of the same files would measure how
+        # duplicates are answered, not how objects are stored
+        prefix = f"S{size}" if parallel == 1 else f"S{size}P{parallel}"
+        if number:
+            prefix += f"R{number}"
+        files = make_files(work / f"store-{label}-{parallel}-{number}", count, size, prefix)
+        megabytes = sum(p.stat().st_size for p in files) / 1e6
+        turns = [(ours_port, "VNA", ours_rates), (theirs_port, "ORTHANC", theirs_rates)]
+        for port, aet, rates in turns if number % 2 == 0 else turns[::-1]:
+            rates.append(count / store(port, aet, files, parallel))
+    name = f"C-STORE {label}, {parallel} association(s)"
+    if rounds > 1:
+        name += f" (median of {rounds})"
+    ours, theirs = statistics.median(ours_rates), statistics.median(theirs_rates)
+    row(name + " inst/s", ours, theirs, "inst/s")
+    row(name + " MB/s", ours * megabytes / count, theirs * megabytes / count, "MB/s")
+    if rounds > 1:
+        ratios = " ".join(f"{a / b:.2f}" for a, b in zip(ours_rates, theirs_rates, strict=True))
+        print(f"   ratio per round: {ratios}", flush=True)
+
+
 def row(name: str, ours: float, theirs: float, unit: str) -> None:
     rows.append((name, ours, theirs, unit))
     ratio = ours / theirs if theirs else float("nan")
@@ -226,6 +265,9 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=2000, help="64x64 objects per C-STORE row")
     parser.add_argument("--ct", type=int, default=400, help="512x512 objects per C-STORE row")
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds per C-STORE row (median)"
+    )
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--skip-store", action="store_true", help="no C-STORE rows")
     args = parser.parse_args()
@@ -242,16 +284,7 @@ def main() -> None:
         )
         for label, count, size in store_rows:
             for parallel in (1, 4):
-                # new objects for every row: a second row of the same files would measure
-                # how duplicates are answered, not how objects are stored
-                prefix = f"S{size}" if parallel == 1 else f"S{size}P{parallel}"
-                files = make_files(work / f"store-{label}-{parallel}", count, size, prefix)
-                megabytes = sum(p.stat().st_size for p in files) / 1e6
-                name = f"C-STORE {label}, {parallel} association(s)"
-                ours_s = store(ours_port, "VNA", files, parallel)
-                theirs_s = store(theirs_port, "ORTHANC", files, parallel)
-                row(name + " inst/s", count / ours_s, count / theirs_s, "inst/s")
-                row(name + " MB/s", megabytes / ours_s, megabytes / theirs_s, "MB/s")
+                store_row(work, label, count, size, parallel, args.rounds, ours_port, theirs_port)
             if size == 64:
                 files = make_files(work / f"store-{label}-nagle", count, size, f"S{size}N")
                 ours_s = store(ours_port, "VNA", files, 1, nodelay=False)
