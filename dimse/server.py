@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 #: How often an association's reactor checks, between requests, for the network timeout
 #: and a dead DUL thread (a release or abort wakes it at once: WakingDUL; so does a report
 #: sent from another thread). C-STOREs never wake it (the DUL thread serves them), and each
-#: wake-up takes the interpreter lock from the thread that does: a short poll cost four
-#: small-object associations about 5% of their rate.
+#: wake-up takes the interpreter lock from the thread that does (a 5 ms poll cost four
+#: small-object associations 2–7% of their rate, in alternating rounds on a noisy VM).
 REACTOR_POLL = 0.05
 
 ServiceLoop = Callable[[Any, Any, Any], None]
