@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -311,13 +312,26 @@ def dataset_to_json(
 
 
 def dumps(obj: Any) -> str:
-    """Compact UTF-8 JSON text, as sent over the wire."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    """Compact UTF-8 JSON text, as sent over the wire.
+
+    orjson writes the same text as the standard library's compact, non-ASCII-escaping form
+    about fifteen times faster (it is on the path of every stored object and every QIDO-RS
+    answer); what it refuses (integers beyond 64 bits, keys that are not text) goes through
+    the standard library.
+    """
+    try:
+        return orjson.dumps(obj).decode("utf-8")
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def pack(obj: dict[str, Any]) -> bytes:
     """Compressed JSON for the index (metadata of 200,000 instances stays small)."""
-    return zlib.compress(dumps(obj).encode("utf-8"), 1)
+    try:
+        text = orjson.dumps(obj)
+    except TypeError:  # see dumps
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return zlib.compress(text, 1)
 
 
 def unpack_text(blob: bytes) -> str:

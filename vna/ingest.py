@@ -320,7 +320,7 @@ def _ingest(
     # A check before storing: most duplicates and refusals end here without touching the
     # store (it is repeated, authoritatively, inside the write transaction).
     settings = archive.settings
-    with archive.db.engine.connect() as conn:  # a plain connection: cheaper than a session
+    with archive.db.connection() as conn:  # a plain connection: cheaper than a session
         previous = _check_policies_in(
             conn, settings.duplicate_policy, settings.study_conflict_policy, parsed, sha256
         )
@@ -345,7 +345,7 @@ def _ingest(
             folder.close()
     if outcome is None:  # another writer stored the same bytes meanwhile
         _remove_quietly(archive, key)
-        with archive.db.engine.connect() as conn:
+        with archive.db.connection() as conn:
             previous = writer.current_version(conn, parsed.sop_instance_uid)
         assert previous is not None
         return _duplicate(result, parsed, previous, move=False)

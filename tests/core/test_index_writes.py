@@ -88,6 +88,36 @@ def test_core_statements_share_the_write_transaction(archive: Archive) -> None:
         assert _AE_HOST.scalar(conn, {"aet": "PREP"}) == "h"
 
 
+def test_kept_connections_see_other_writers_and_hold_no_lock(archive: Archive) -> None:
+    """The ingest path keeps its connections open between objects: an idle one must neither
+    read an old snapshot nor keep another process from writing."""
+    if not archive.db.is_sqlite:
+        pytest.skip("connections are kept on SQLite only")
+    from vna.index.db import Database
+
+    other = Database(archive.settings.effective_index_url)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        with archive.db.transaction() as conn:  # a Core statement: SQLAlchemy's own begin
+            conn.execute(insert(RemoteAE).values(ae_title="CORE", host="h", port=1))
+            core = conn
+        assert core.closed  # SQLAlchemy believes it is still in a transaction: not kept
+        with archive.db.connection() as conn:
+            assert _AE_HOST.first(conn, {"aet": "LATER"}) is None
+            kept = conn
+        with other.transaction() as conn:  # another writer is not blocked
+            _INSERT_AE.execute(conn, _ae("LATER", now))
+        with archive.db.connection() as conn:
+            assert conn is kept  # kept open, not checked out again
+            assert _AE_HOST.scalar(conn, {"aet": "LATER"}) == "h"  # and up to date
+            assert _AE_HOST.scalar(conn, {"aet": "CORE"}) == "h"
+        with pytest.raises(RuntimeError), archive.db.connection() as conn:
+            raise RuntimeError("a failed caller's connection is closed, not kept")
+        assert kept.closed
+    finally:
+        other.dispose()
+
+
 def _counters(archive: Archive) -> dict[str, list[tuple[Any, ...]]]:
     with archive.db.read() as session:
         return {

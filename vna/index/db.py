@@ -29,6 +29,8 @@ from sqlalchemy.sql.elements import ClauseElement
 from vna.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: SQLite connections kept open for the ingest path (Database.connection).
+_IDLE_CONNECTIONS = 8
 MIGRATION_LOCK_ID = 0x564E41  # "VNA": the advisory lock that serialises schema migrations
 
 
@@ -67,6 +69,8 @@ class Database:
         self._lock_path: Path | None = None
         self._lock_depth = threading.local()
         self._lock_fd: tuple[int, int] | None = None  # (process id, descriptor)
+        #: Idle SQLite connections kept open for the ingest path: (process id, connection)
+        self._idle: list[tuple[int, Connection]] = []
         if self.dialect == "sqlite":
             database = parsed.database or ""
             if database and database != ":memory:":
@@ -111,6 +115,61 @@ class Database:
         statement or two and need no ORM session; nothing is committed."""
         with self.engine.connect() as conn:
             yield conn
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A Core connection for statements run with :class:`Prepared` (the ingest path).
+
+        On SQLite the connection is kept open for the next caller instead of going back to
+        the engine's pool: a checkout and a check-in (with its reset) cost more than the
+        one or two statements of an ingest's check. Prepared statements run in autocommit
+        mode there, so an idle connection holds no transaction and no snapshot; one that
+        SQLAlchemy believes to be in a transaction, or that failed, is closed instead.
+        """
+        if not self.is_sqlite:
+            with self.engine.connect() as conn:
+                yield conn
+            return
+        conn = self._checkout()
+        reusable = False
+        try:
+            yield conn
+            reusable = True
+        finally:
+            self._checkin(conn, reusable)
+
+    def _checkout(self) -> Connection:
+        pid = os.getpid()
+        while True:
+            try:
+                owner, conn = self._idle.pop()  # atomic: threads never share one
+            except IndexError:
+                return self.engine.connect()
+            if owner == pid:
+                return conn
+            # inherited from the parent of a forked process: the parent's to close
+
+    def _checkin(self, conn: Connection, reusable: bool) -> None:
+        if (
+            reusable
+            and len(self._idle) < _IDLE_CONNECTIONS
+            and not conn.invalidated
+            and not conn.closed
+            and not conn.in_transaction()
+            and not conn.connection.dbapi_connection.in_transaction  # type: ignore[union-attr]
+        ):
+            self._idle.append((os.getpid(), conn))
+            return
+        with contextlib.suppress(Exception):
+            conn.close()
+
+    def _close_idle(self) -> None:
+        pid = os.getpid()
+        idle, self._idle = self._idle, []
+        for owner, conn in idle:
+            if owner == pid:
+                with contextlib.suppress(Exception):
+                    conn.close()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
@@ -166,7 +225,7 @@ class Database:
         # BEGIN and COMMIT go straight to the DBAPI connection (SQLAlchemy's begin adds an
         # event and a statement execution: more than the statements of a small ingest).
         # Core statements run inside still work: _begin sees the transaction and sends none.
-        with self._write_lock, self._process_lock(), self.engine.connect() as conn:
+        with self._write_lock, self._process_lock(), self.connection() as conn:
             _BEGIN_IMMEDIATE.execute(conn, {})
             try:
                 yield conn
@@ -237,6 +296,7 @@ class Database:
         """Close every pooled connection (on SQLite, first fold the write-ahead log back
         into the database and empty it, when no other process is reading)."""
         if self.is_sqlite:
+            self._close_idle()
             with contextlib.suppress(Exception), self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         self.engine.dispose()
