@@ -21,7 +21,7 @@ def _standard(obj: Any) -> str:
         {"00100010": {"vr": "PN", "Value": [{"Ideographic": "山田^太郎"}]}},
         {"00280030": {"vr": "DS", "Value": [0.5, 1e-07, 123456789.125, -2.0]}},
         {"00081199": {"vr": "SQ", "Value": [{"00081150": {"vr": "UI", "Value": ["1.2.3"]}}]}},
-        [{"a": None, "b": True, "c": "tab\tquote\"backslash\\"}],
+        [{"a": None, "b": True, "c": 'tab\tquote"backslash\\'}],
     ],
 )
 def test_text_reads_back_as_the_standard_library_writes_it(obj: Any) -> None:
