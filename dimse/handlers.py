@@ -110,6 +110,7 @@ def store_and_answer(assoc: Any, received: ReceivedStore) -> bytes | None:
             code, comment = refusal(received.error, received.sop_instance, calling)
         else:
             try:
+                received.spool.hand_over()  # ingest stores or removes it from here on
                 result = ingest_spooled(
                     assoc.services.archive,
                     received.spool.path,

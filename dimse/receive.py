@@ -24,9 +24,10 @@ from typing import Any
 
 from pynetdicom.dimse_primitives import C_STORE
 
+from storage import FilesystemStore, StoreError
 from vna.archive import Archive
 from vna.errors import VnaError
-from vna.ingest import Spool, part10_meta
+from vna.ingest import Spool, new_storage_key, part10_meta
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,28 @@ class ReceivedStore:
                 return
             self.taken = True
         self.spool.discard()
+
+
+def new_spool(archive: Archive) -> Spool:
+    """The file a C-STORE data set is received into: in a filesystem store, a file reserved
+    under the object's future key (storage/reserve.py), so that ingest neither renames it
+    nor flushes its folder; else (or when reserving fails) a file in the spool folder.
+
+    Raises:
+        OutOfResources: no file could be created.
+    """
+    store = archive.store
+    if isinstance(store, FilesystemStore):
+        try:
+            path = store.reserve(new_storage_key)
+        except StoreError as exc:
+            log.warning("cannot reserve object files, receiving into the spool: %s", exc)
+        else:
+            try:
+                return Spool(archive, reserved=path)
+            except VnaError:
+                store.unreserve(path, used=True)
+    return Spool(archive)
 
 
 def parse_command(data: bytes) -> dict[int, bytes] | None:
@@ -246,7 +269,7 @@ class StoreReceiver:
         spool, self._ready = self._ready, None
         if spool is None:
             try:
-                spool = Spool(self.archive)
+                spool = new_spool(self.archive)
             except VnaError:
                 return None  # pynetdicom's path answers it (0xA700)
         received = ReceivedStore(context_id, message_id, sop_class, sop_instance, spool)
@@ -293,7 +316,7 @@ class StoreReceiver:
         self._answered += 1
         if self.archive is not None and self._ready is None and self._answered > 1:
             with contextlib.suppress(VnaError):  # the next C-STORE tries again and answers
-                self._ready = Spool(self.archive)
+                self._ready = new_spool(self.archive)
 
     def drop_ready(self) -> None:
         """Remove the spool file created ahead (the association is ending)."""

@@ -3,7 +3,9 @@
 Objects live at ``root/<key[0:2]>/<key[2:4]>/<key>`` so that no directory grows to millions
 of entries. Every write goes to a temporary file in ``root/.tmp`` (same filesystem as the
 objects), is flushed to disk and then renamed into place, so a reader sees either the old
-object or the whole new one, and a crash never leaves a truncated object under its key.
+object or the whole new one, and a crash never leaves a truncated object under its key. The
+one exception is a file reserved for an object being received (storage/reserve.py): it has
+no index row until it is whole and flushed, and a crash's leftovers are journaled.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import BinaryIO, NoReturn, TypeVar
 from storage.asyncflush import Flush
 from storage.base import CHUNK_SIZE, ObjectNotFound, StoreError, StoreFull
 from storage.layout import is_valid_key, shard_parts, sharded_name, valid_key
+from storage.reserve import JOURNAL_PREFIX, Abandoned, Reservations, abandoned, journaled_keys
 
 __all__ = ["STALE_TEMP_SECONDS", "TEMP_DIR_NAME", "FilesystemStore"]
 
@@ -70,6 +73,7 @@ class FilesystemStore:
             self._tmp.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             _raise_store_error(exc, f"cannot create store directory {self.root}")
+        self._reservations = Reservations(self._tmp, self.path_for)
         self.remove_stale_temp_files()
 
     # -- layout ------------------------------------------------------------------------------
@@ -93,6 +97,8 @@ class FilesystemStore:
         except OSError as exc:
             _raise_store_error(exc, f"cannot list {self._tmp}")
         for entry in entries:
+            if entry.name.startswith(JOURNAL_PREFIX):
+                continue  # a journal of reserved files: see abandoned_reservations
             try:
                 if entry.stat(follow_symlinks=False).st_mtime < cutoff:
                     os.unlink(entry.path)
@@ -102,6 +108,45 @@ class FilesystemStore:
             except OSError as exc:
                 _raise_store_error(exc, f"cannot remove stale temporary file {entry.path}")
         return removed
+
+    # -- reserved files (storage/reserve.py) -------------------------------------------------
+
+    def reserve(self, new_key: Callable[[], str]) -> Path:
+        """An empty file under a new key (made by ``new_key``), its name already durable: an
+        object written into it and flushed is stored, without a rename or a folder flush.
+        Its key stays undecided until :meth:`settle`.
+
+        Raises:
+            StoreError: the file (or its batch) could not be created.
+        """
+        try:
+            return self._reservations.take(new_key)
+        except OSError as exc:
+            _raise_store_error(exc, "cannot reserve object files")
+
+    def reserved_key(self, path: str | os.PathLike[str]) -> str | None:
+        """The key of a file this process reserved and took, else None."""
+        return self._reservations.key_of(path)
+
+    def unreserve(self, path: str | os.PathLike[str], *, used: bool) -> None:
+        """Give back a reserved file that will not be ingested: one nothing was written to
+        (``used=False``) is kept for another object, any other is removed."""
+        if used:
+            self._reservations.drop(path)
+        else:
+            self._reservations.give_back(path)
+
+    def settle(self, key: str) -> None:
+        """A reserved key is decided: its object is indexed, or its file is removed."""
+        self._reservations.settle(key)
+
+    def abandoned_reservations(self) -> list[Abandoned]:
+        """Batches of reserved files whose process ended with keys undecided."""
+        return abandoned(self._tmp)
+
+    def reserved_keys(self) -> set[str]:
+        """Every key of a reserved batch still journaled (undecided, or not yet recovered)."""
+        return journaled_keys(self._tmp)
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -446,7 +491,9 @@ class FilesystemStore:
         )
 
     def close(self) -> None:
-        """Nothing to release: every operation opens and closes its own descriptors."""
+        """Remove the reserved files never taken (every other operation opens and closes its
+        own descriptors)."""
+        self._reservations.close()
 
     def __repr__(self) -> str:
         return f"FilesystemStore({str(self.root)!r})"

@@ -68,7 +68,9 @@ class Settings:
         "flag",
     )
     spool_dir: Path | None = _doc(
-        "Where incoming objects are spooled before they are stored; default DATA_DIR/spool.", None
+        "Where incoming objects are spooled before they are stored (C-STORE into a filesystem "
+        "store skips it: see README); default DATA_DIR/spool.",
+        None,
     )
     spool_direct_io: bool = _doc(
         "Write received objects past their first 64 KiB with direct I/O (bypassing the page "

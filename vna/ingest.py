@@ -195,6 +195,42 @@ def ingest_spooled(
     stored instead and the received one is removed. ``content``: the spooled file's whole
     content when the caller still has it (a small object is then parsed from memory).
     """
+    store = archive.store
+    reserved = store.reserved_key(path) if isinstance(store, FilesystemStore) else None
+    if reserved is None:
+        return _ingest_spool(
+            archive, path, sha256, size, source, expected_sop_class, expected_study_uid, route,
+            content,
+        )  # fmt: skip
+    # A file reserved in the store (dimse/receive.py): it is the object once indexed, so
+    # every other outcome must remove it; its key is decided either way.
+    assert isinstance(store, FilesystemStore)
+    kept = False
+    try:
+        result = _ingest_spool(
+            archive, path, sha256, size, source, expected_sop_class, expected_study_uid, route,
+            content,
+        )  # fmt: skip
+        kept = result.status == STORED and path.exists()
+        return result
+    finally:
+        if not kept:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        store.settle(reserved)
+
+
+def _ingest_spool(
+    archive: Archive,
+    path: Path,
+    sha256: str,
+    size: int,
+    source: str,
+    expected_sop_class: str | None,
+    expected_study_uid: str | None,
+    route: str | None,
+    content: bytes | None,
+) -> IngestResult:
     routed = routes.apply(archive, route, path)
     if routed is not None:
         with contextlib.suppress(FileNotFoundError):
@@ -253,6 +289,15 @@ def _await_flush(flush: Flush, what: str) -> None:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OutOfResources(f"the object store is full: cannot flush {what}") from exc
         raise StorageError(f"the object store failed: cannot flush {what}: {exc}") from exc
+
+
+def _flush_now(path: Path, what: str) -> None:
+    """Flush a file's bytes to disk now, with the archive's errors (see _await_flush)."""
+    try:
+        flush = Flush(path)
+    except OSError as exc:
+        raise StorageError(f"the object store failed: cannot flush {what}: {exc}") from exc
+    _await_flush(flush, what)
 
 
 def _add_file_meta(archive: Archive, parsed: ParsedObject, source: str) -> tuple[Path, str, int]:
@@ -326,12 +371,19 @@ def _ingest(
         )
     if previous is not None and previous.sha256 == sha256:
         return _duplicate(result, parsed, previous, move)
-    key = new_storage_key()
+    store = archive.store
+    reserved = store.reserved_key(parsed.path) if isinstance(store, FilesystemStore) else None
+    key = reserved if move and reserved is not None else new_storage_key()
     # the index row's values are worked out while the file's flush still runs
     values = writer.instance_values(parsed)
     folder: Flush | None = None
-    if flush is not None and move and isinstance(archive.store, FilesystemStore):
-        folder = _put_flushed(archive, archive.store, key, parsed.path, flush)
+    if key == reserved:  # already in place under its key, its name durable: only its bytes
+        if flush is not None:
+            _await_flush(flush, key)
+        else:
+            _flush_now(parsed.path, key)
+    elif flush is not None and move and isinstance(store, FilesystemStore):
+        folder = _put_flushed(archive, store, key, parsed.path, flush)
     else:
         _put(archive, key, parsed.path, move)
     try:

@@ -21,7 +21,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from vna.errors import OutOfResources
 
@@ -80,21 +80,32 @@ class Spool:
     (ingest renames it into the store), so an aborted transfer leaves nothing behind.
     """
 
-    def __init__(self, archive: Archive) -> None:
-        """Create the file.
+    def __init__(self, archive: Archive, *, reserved: Path | None = None) -> None:
+        """Create the file; with ``reserved``, write into that file, reserved in the
+        filesystem store (FilesystemStore.reserve): it is the stored object once ingested.
 
         Raises:
             OutOfResources: the spool folder cannot take a new file.
         """
-        self.path = archive.spool_dir / f"{uuid.uuid4().hex}.part"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        self._reserved = reserved
+        self._kept = False
+        self._store = archive.store if reserved is not None else None
+        if reserved is not None:
+            self.path = reserved
+            flags = os.O_WRONLY | os.O_CLOEXEC
+        else:
+            self.path = archive.spool_dir / f"{uuid.uuid4().hex}.part"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
             try:
                 self._fd: int | None = os.open(self.path, flags, 0o644)
             except FileNotFoundError:  # the spool folder does not exist (yet, or any more)
+                if reserved is not None:
+                    raise
                 _make_folder(archive.spool_dir)
                 self._fd = os.open(self.path, flags, 0o644)
         except OSError as exc:
+            self._reserved = None  # nothing of it was used: the store removes it on close
             raise OutOfResources(f"cannot create a spool file: {exc.strerror}") from exc
         self._direct_fd: int | None = None
         self._direct = bool(_O_DIRECT) and archive.settings.spool_direct_io
@@ -155,10 +166,31 @@ class Spool:
         return self._hash.hexdigest()
 
     def discard(self) -> None:
-        """Remove the spooled file (idempotent)."""
+        """Remove the spooled file (idempotent). A reserved file nothing was written to goes
+        back to the store's free ones; one handed over to ingest is ingest's to keep or
+        remove."""
         self._close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if self._kept:
+            return
+        reserved, self._reserved = self._reserved, None
+        if reserved is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            return
+        store: Any = self._store
+        store.unreserve(reserved, used=self.size > 0)
+
+    def hand_over(self) -> None:
+        """Ingest takes the file from here on: it indexes it or removes it (a reserved file
+        is then no longer removed by :meth:`discard`)."""
+        if self._reserved is not None:
+            self._reserved = None
+            self._kept = True
+
+    @property
+    def reserved(self) -> bool:
+        """Whether the file is one reserved in the store (see __init__)."""
+        return self._reserved is not None or self._kept
 
     def __enter__(self) -> Spool:
         return self

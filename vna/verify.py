@@ -21,12 +21,13 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
 
-from storage import ObjectNotFound, StoreError
+from storage import FilesystemStore, ObjectNotFound, StoreError
 from vna.archive import Archive
 from vna.dicomfile import read_object
 from vna.errors import InvalidObject
 from vna.index import writer
 from vna.index.tables import AuditEvent, Frame, Instance, Patient, Series, Study
+from vna.reservations import recover_reservations
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,11 @@ def verify(
 ) -> VerifyReport:
     """Compare every index row with the store and every stored object with the index."""
     report = VerifyReport()
+    recovered = recover_reservations(archive)
+    if recovered:
+        report.repaired.append(
+            f"removed {len(recovered)} reserved object file(s) a stopped process never indexed"
+        )
     with archive.db.read() as session:
         rows = session.execute(
             select(
@@ -114,6 +120,10 @@ def verify(
         report.checked_objects += 1
         if key not in known_keys:
             orphans.append(key)
+    if orphans and isinstance(archive.store, FilesystemStore):
+        # files a running server reserved for objects it is receiving: not orphans
+        in_flight = archive.store.reserved_keys()
+        orphans = [key for key in orphans if key not in in_flight]
     report.orphan_objects = list(orphans)
     if report.checksum_mismatches or report.size_mismatches:
         with archive.db.write() as session:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from storage import FilesystemStore
 from tests.support.data import real_files, require_real_data
 from tests.support.factory import make_dataset, uid, write
 from vna.archive import Archive
@@ -332,7 +333,6 @@ def test_folder_entry_not_flushed_removes_the_object(
 ) -> None:
     """The object is in the store but its folder entry cannot be flushed: the index row is
     never committed and the object is removed again."""
-    from storage import FilesystemStore
 
     monkeypatch.setattr(
         FilesystemStore, "folder_flush", lambda _self, _key: _FailingFlush(error=errno.EIO)
@@ -347,3 +347,54 @@ def test_folder_entry_not_flushed_removes_the_object(
 def _no_instances(archive: Archive) -> bool:
     with archive.db.engine.connect() as conn:
         return conn.execute(select(Instance)).first() is None
+
+
+def test_verify_leaves_the_files_a_running_listener_reserved(
+    local_archive: Archive, tmp_path: Path
+) -> None:
+    """A running DIMSE listener keeps files reserved in the store for the objects it is
+    receiving (one half written here): they are not orphans, and --repair leaves them."""
+    from vna.ingest import new_storage_key
+
+    store = local_archive.store
+    assert isinstance(store, FilesystemStore)
+    ingest_file(local_archive, write(make_dataset(), tmp_path / "a.dcm"), source="test")
+    receiving = store.reserve(new_storage_key)
+    receiving.write_bytes(b"DICM half an object")
+    report = verify(local_archive, repair=True)
+    assert report.ok and report.orphan_objects == [] and report.repaired == []
+    assert receiving.read_bytes() == b"DICM half an object"
+    store.unreserve(receiving, used=True)
+    store.close()
+    assert verify(local_archive).ok and len(list(store.keys())) == 1
+
+
+def test_recovery_removes_only_what_cannot_have_been_acknowledged(
+    local_archive: Archive, tmp_path: Path
+) -> None:
+    """A listener that died left reserved files: a whole object without a row (perhaps
+    acknowledged: its row may be the commit a power loss dropped), a half-received one and
+    empty ones. Recovery removes the half and the empty; verify --repair indexes the whole."""
+    from vna.ingest import new_storage_key
+    from vna.reservations import recover_reservations
+
+    whole = write(make_dataset(), tmp_path / "whole.dcm").read_bytes()
+    child = os.fork()
+    if child == 0:  # the listener's process: reserves, receives, dies
+        try:
+            store = FilesystemStore(local_archive.store.root)  # type: ignore[attr-defined]
+            store.reserve(new_storage_key).write_bytes(whole)
+            store.reserve(new_storage_key).write_bytes(whole[: len(whole) // 2])
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    store = local_archive.store
+    assert isinstance(store, FilesystemStore)
+    assert len(list(store.keys())) > 2
+    removed = recover_reservations(local_archive)
+    [left] = list(store.keys())
+    assert left not in removed and store.path_for(left).read_bytes() == whole
+    assert store.reserved_keys() == set()
+    report = verify(local_archive)
+    assert report.orphan_objects == [left]
+    assert verify(local_archive, repair=True).repaired and verify(local_archive).ok

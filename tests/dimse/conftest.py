@@ -66,6 +66,38 @@ def server_any(archive: Archive) -> Iterator[Endpoint]:
         yield endpoint
 
 
+def received_leftovers(archive: Archive) -> list[Path]:
+    """Received bytes that were not stored: files in the spool folder, and files in the
+    store that hold bytes but have no index row (the reserved file a transfer wrote to)."""
+    from sqlalchemy import select
+
+    from storage import FilesystemStore
+    from vna.index.tables import Instance
+
+    spool = archive.spool_dir
+    found = [p for p in spool.iterdir() if p.is_file()] if spool.is_dir() else []
+    store = archive.store
+    if isinstance(store, FilesystemStore):
+        with archive.db.reading() as conn:
+            indexed = set(conn.execute(select(Instance.storage_key)).scalars())
+        for key in store.keys():  # noqa: SIM118 - a store, not a mapping
+            path = store.path_for(key)
+            if key not in indexed and path.stat().st_size:
+                found.append(path)
+    return found
+
+
+def unindexed_store_files(archive: Archive) -> list[str]:
+    """Keys of files in the store without an index row (empty reserved ones included)."""
+    from sqlalchemy import select
+
+    from vna.index.tables import Instance
+
+    with archive.db.reading() as conn:
+        indexed = set(conn.execute(select(Instance.storage_key)).scalars())
+    return [key for key in archive.store.keys() if key not in indexed]  # noqa: SIM118
+
+
 def require_dcmtk() -> None:
     if shutil.which("storescu") is None:
         pytest.skip("dcmtk is not installed")

@@ -24,7 +24,15 @@ from dimse.transfer import (
     encode_store_request,
     encode_store_response,
 )
-from tests.dimse.conftest import associate, data_set_bytes, dcmtk, running
+from storage import FilesystemStore
+from tests.dimse.conftest import (
+    associate,
+    data_set_bytes,
+    dcmtk,
+    received_leftovers,
+    running,
+    unindexed_store_files,
+)
 from tests.dimse.test_store import instance_count, stored_data_set
 from tests.support.factory import make_dataset, write
 from vna.archive import Archive
@@ -136,7 +144,7 @@ def test_interrupted_data_set_is_a_protocol_error(receiver: StoreReceiver) -> No
     with pytest.raises(ProtocolError):
         receiver.feed(pdv(ECHO_CONTEXT, 0x02, b"cd"))  # another presentation context
     receiver.close()
-    assert not list(receiver.archive.spool_dir.glob("*.part"))
+    assert not received_leftovers(receiver.archive)
 
 
 def test_truncated_pdv_item_is_a_protocol_error(receiver: StoreReceiver) -> None:
@@ -148,34 +156,45 @@ def test_close_removes_what_was_not_ingested(receiver: StoreReceiver) -> None:
     receiver.feed(pdv(CT_CONTEXT, 0x03, store_command("1.2.3.9")))
     _, done = receiver.feed(pdv(CT_CONTEXT, 0x02, b"\x00\x00"))
     receiver.feed(pdv(CT_CONTEXT, 0x03, store_command("1.2.3.10")) + pdv(1, 0x00, b"ab"))
-    assert len(list(receiver.archive.spool_dir.glob("*.part"))) == 2
+    first, second = done[0][1].spool.path, receiver._current.spool.path
+    assert first.exists() and second.exists()
+    assert received_leftovers(receiver.archive) == [first]  # the second is still buffered
     receiver.close()  # the association ended before the first was answered
-    assert not list(receiver.archive.spool_dir.glob("*.part"))
+    assert not first.exists() and not second.exists()
+    assert not received_leftovers(receiver.archive)
     assert not done[0][1].take()
+    receiver.archive.store.close()  # and the store's unused reserved files go with it
+    assert not unindexed_store_files(receiver.archive)
 
 
-def test_the_next_spool_file_is_made_ahead_and_used(receiver: StoreReceiver) -> None:
-    """From the second answer on, the next C-STORE's spool file is created at once; the next
-    request uses it, and the end of the association removes an unused one."""
-    spool_dir = receiver.archive.spool_dir
+def test_the_next_file_is_made_ahead_and_used(receiver: StoreReceiver) -> None:
+    """From the second answer on, the next C-STORE's file is ready at once: a file reserved
+    in the store under the object's future key. The next request is received into it, and
+    the end of the association gives an unused one back."""
+    store = receiver.archive.store
+    assert isinstance(store, FilesystemStore)
     receiver.prepare()  # one object per association is common: nothing made ahead yet
-    assert not list(spool_dir.glob("*.part"))
+    assert receiver._ready is None
     receiver.prepare()
-    [ready] = list(spool_dir.glob("*.part"))
+    assert receiver._ready is not None
+    ready = receiver._ready.path
+    assert store.reserved_key(ready) == ready.name and ready.parent.parent.parent == store.root
     receiver.prepare()  # one at a time
-    assert list(spool_dir.glob("*.part")) == [ready]
+    assert receiver._ready.path == ready
     receiver.feed(pdv(CT_CONTEXT, 0x03, store_command("1.2.3.11")))
     _, done = receiver.feed(pdv(CT_CONTEXT, 0x02, b"\x00\x00"))
     [(_cx, received)] = done
     assert received.spool.path == ready and ready.read_bytes().endswith(b"\x00\x00")
-    received.abandon()
+    received.abandon()  # not ingested: the file with its bytes goes
+    assert not ready.exists() and store.reserved_key(ready) is None
     receiver.prepare()
-    assert len(list(spool_dir.glob("*.part"))) == 1
+    again = receiver._ready.path
     receiver.drop_ready()  # a release or an abort arrives
-    assert not list(spool_dir.glob("*.part"))
+    assert again.exists() and again.stat().st_size == 0  # kept for another object
+    assert store.reserved_key(again) is None
     receiver.prepare()
     receiver.close()
-    assert not list(spool_dir.glob("*.part"))
+    assert not received_leftovers(receiver.archive)
 
 
 def test_many_stores_leave_an_empty_spool_when_released(
@@ -189,8 +208,10 @@ def test_many_stores_leave_an_empty_spool_when_released(
             *[str(f) for f in files],
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
-        assert not list(local_archive.spool_dir.glob("*.part"))
+        assert not received_leftovers(local_archive)
     assert instance_count(local_archive) == 3
+    local_archive.store.close()
+    assert not unindexed_store_files(local_archive)
 
 
 def test_small_pdus_and_mixed_messages_on_one_association(
@@ -217,7 +238,7 @@ def test_small_pdus_and_mixed_messages_on_one_association(
     for path in files:
         ds = pydicom_read(path)
         assert stored_data_set(local_archive, ds.SOPInstanceUID) == data_set_bytes(path)
-    assert not list(local_archive.spool_dir.glob("*.part"))
+    assert not received_leftovers(local_archive)
 
 
 def pydicom_read(path: Path) -> Any:

@@ -8,6 +8,7 @@ import socket
 import time
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -19,7 +20,14 @@ from pynetdicom.pdu_primitives import P_DATA
 from sqlalchemy import func, select
 
 from dimse.transfer import reactor_paused
-from tests.dimse.conftest import Endpoint, associate, data_set_bytes, dcmtk, running
+from tests.dimse.conftest import (
+    Endpoint,
+    associate,
+    data_set_bytes,
+    dcmtk,
+    received_leftovers,
+    running,
+)
 from tests.dimse.objects import video_file
 from tests.support.data import require_real_data
 from tests.support.factory import make_dataset, uid, write
@@ -109,7 +117,7 @@ def test_sop_class_mismatch_is_refused_and_nothing_stored(server: Endpoint, tmp_
     assert rsp.Status == 0xA900  # Data Set does not match SOP Class (PS3.4 B.2.3)
     with pytest.raises(NotFound):
         find_instances(server.archive, sop_instance_uid=ds.SOPInstanceUID)
-    assert not list(server.archive.spool_dir.iterdir())
+    assert not received_leftovers(server.archive)
 
 
 def test_duplicates_follow_the_policy(local_archive: Archive, tmp_path: Path) -> None:
@@ -140,7 +148,7 @@ def test_store_failure_is_out_of_resources_and_leaves_nothing(
     with running(local_archive) as endpoint:
         assert send_raw(endpoint, path, CTImageStorage, ExplicitVRLittleEndian) == 0xA700
     assert instance_count(local_archive) == 0
-    assert not list(local_archive.spool_dir.iterdir())
+    assert not list(local_archive.spool_dir.iterdir())  # the store itself cannot be listed
 
 
 def _echo_ok(endpoint: Endpoint) -> None:
@@ -168,39 +176,38 @@ def test_garbage_does_not_hurt(server: Endpoint) -> None:
     assert instance_count(server.archive) == 0
 
 
-def _spooled(folder: Path) -> list[Path]:
-    return list(folder.glob("*.part")) if folder.is_dir() else []
-
-
-def test_dropped_mid_object_leaves_nothing(server: Endpoint, tmp_path: Path) -> None:
-    ds = make_dataset(rows=512, columns=512)
-    data = data_set_bytes(write(ds, tmp_path / "big.dcm"))
-    assoc = associate(server, [build_context(CTImageStorage, [ExplicitVRLittleEndian])])
-    assert assoc.is_established
+def send_partial(assoc: Any, sop_instance_uid: str, data: bytes, fraction: float) -> None:
+    """Send a CT C-STORE request and the first ``fraction`` of its data set, then nothing."""
     cx_id = assoc.accepted_contexts[0].context_id
     req = C_STORE()
     req.MessageID, req.Priority = 1, 0
-    req.AffectedSOPClassUID, req.AffectedSOPInstanceUID = CTImageStorage, ds.SOPInstanceUID
+    req.AffectedSOPClassUID, req.AffectedSOPInstanceUID = CTImageStorage, sop_instance_uid
     message = C_STORE_RQ()
     message.primitive_to_message(req)
     message.command_set.CommandDataSetType = 0x0001
     for pdata in message.encode_msg(cx_id, 16384):
         assoc.dul.send_pdu(pdata)
     part = P_DATA()
-    part.presentation_data_value_list.append((cx_id, b"\x00" + data[: len(data) // 3]))
+    part.presentation_data_value_list.append((cx_id, b"\x00" + data[: int(len(data) * fraction)]))
     assoc.dul.send_pdu(part)
-    spool = server.archive.spool_dir
+
+
+def test_dropped_mid_object_leaves_nothing(server: Endpoint, tmp_path: Path) -> None:
+    ds = make_dataset(rows=1024, columns=1024)  # beyond the 1 MB staging buffer
+    data = data_set_bytes(write(ds, tmp_path / "big.dcm"))
+    assoc = associate(server, [build_context(CTImageStorage, [ExplicitVRLittleEndian])])
+    assert assoc.is_established
+    send_partial(assoc, ds.SOPInstanceUID, data, 2 / 3)
     deadline = time.monotonic() + 10
-    while not _spooled(spool) and time.monotonic() < deadline:
+    while not received_leftovers(server.archive) and time.monotonic() < deadline:
         time.sleep(0.01)  # poll: the listener has started to receive the object
-    assert _spooled(spool)
+    assert received_leftovers(server.archive)
     assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)  # the peer vanishes mid-object
     assoc.kill()
     deadline = time.monotonic() + 10
-    while _spooled(spool) and time.monotonic() < deadline:
+    while received_leftovers(server.archive) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not _spooled(spool), "the half-received object was left in the spool"
+    assert not received_leftovers(server.archive), "the half-received object was left"
     _echo_ok(server)
     with pytest.raises(NotFound):
         find_instances(server.archive, sop_instance_uid=ds.SOPInstanceUID)
-    assert not list(server.archive.spool_dir.iterdir())

@@ -26,6 +26,7 @@ from vna.cli.base import DataDir, app, console, fail, settings_from_cli
 from vna.config import Settings
 from vna.errors import VnaError
 from vna.memory import keep_freed_memory
+from vna.reservations import recover_reservations
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +273,10 @@ def serve_command(
         archive = Archive.open(settings)
     except VnaError as exc:
         fail(f"cannot open the archive: {exc}", 2)
+    try:
+        recover_reservations(archive)
+    except Exception as exc:  # the archive still serves; `vna verify` tries again
+        console.print(f"[yellow]warning:[/] cannot recover reserved object files: {exc}")
     try:
         asyncio.run(_serve(archive, dimse, http))
     except OSError as exc:
