@@ -13,15 +13,9 @@ run with TCP_NODELAY. Every row prints ours / Orthanc's.
 
 from __future__ import annotations
 
-import os
-
-# The objects are generated with numpy: its OpenBLAS threads would then spin on the cores
-# the servers are measured on (the client is not what is measured). Not passed on to them.
-_SINGLE_BLAS = "OPENBLAS_NUM_THREADS" not in os.environ
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 import argparse
 import json
+import os
 import random
 import shutil
 import statistics
@@ -31,6 +25,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+# The objects are generated with numpy: its OpenBLAS threads would then spin on the cores
+# the servers are measured on (the client is not what is measured). Not passed on to them.
+_SINGLE_BLAS = "OPENBLAS_NUM_THREADS" not in os.environ
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
