@@ -575,7 +575,7 @@ def instance_values(parsed: ParsedObject) -> dict[str, Any]:
             "sop_class_uid": parsed.sop_class_uid,
             "transfer_syntax_uid": parsed.transfer_syntax,
             "metadata_json": dicomjson.pack(parsed.metadata),
-            "bulk_json": json.dumps(parsed.bulk, separators=(",", ":")) if parsed.bulk else "",
+            "bulk_json": dicomjson.dumps(parsed.bulk) if parsed.bulk else "",
             "pixel_encapsulated": bool(pixel and pixel.encapsulated),
             "pixel_offset": pixel.value_offset if pixel else None,
             "pixel_length": pixel.value_length if pixel and pixel.value_length >= 0 else None,
