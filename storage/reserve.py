@@ -77,7 +77,7 @@ class Reservations:
         self._path_for = path_for
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._free: list[str] = []
+        self._free: list[tuple[str, Path]] = []  # (key, its file)
         self._in_use: dict[str, str] = {}  # path -> key
         self._batch_of: dict[str, _Batch] = {}  # every undecided key, free or in use
 
@@ -92,8 +92,7 @@ class Reservations:
             self._forget_if_forked()
             if not self._free:
                 self._add_batch(new_key)
-            key = self._free.pop()
-            path = self._path_for(key)
+            key, path = self._free.pop()
             self._in_use[str(path)] = key
             return path
 
@@ -106,7 +105,7 @@ class Reservations:
         with self._lock:
             key = self._in_use.pop(str(path), None)
             if key is not None:
-                self._free.append(key)
+                self._free.append((key, Path(path)))
 
     def drop(self, path: str | os.PathLike[str]) -> None:
         """A taken file will not be ingested: remove it."""
@@ -134,9 +133,9 @@ class Reservations:
             if os.getpid() != self._pid:
                 return
             free, self._free = self._free, []
-            for key in free:
+            for key, path in free:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._path_for(key))
+                    os.unlink(path)
                 self._decided(key)
 
     def _decided(self, key: str) -> None:
@@ -180,7 +179,7 @@ class Reservations:
                 os.unlink(partial)
             raise
         batch = _Batch(journal, fd, 0)
-        created: list[str] = []
+        created: list[tuple[str, Path]] = []
         try:
             folders: set[Path] = set()
             for key in keys:
@@ -192,13 +191,13 @@ class Reservations:
                 folders.add(path.parent)
                 file_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
                 os.close(file_fd)
-                created.append(key)
+                created.append((key, path))
             for folder in folders:
                 _fsync_path(folder, folder=True)
         except BaseException:
-            for key in created:
+            for _key, path in created:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._path_for(key))
+                    os.unlink(path)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(journal)
             os.close(fd)
@@ -206,7 +205,7 @@ class Reservations:
         batch.undecided = len(keys)
         for key in keys:
             self._batch_of[key] = batch
-        self._free.extend(reversed(keys))
+        self._free.extend(reversed(created))
 
 
 def abandoned(tmp: Path) -> list[Abandoned]:

@@ -105,7 +105,7 @@ class Spool:
                 _make_folder(archive.spool_dir)
                 self._fd = os.open(self.path, flags, 0o644)
         except OSError as exc:
-            self._reserved = None  # nothing of it was used: the store removes it on close
+            self._reserved = None  # not opened: the caller gives it back (new_spool)
             raise OutOfResources(f"cannot create a spool file: {exc.strerror}") from exc
         self._direct_fd: int | None = None
         self._direct = bool(_O_DIRECT) and archive.settings.spool_direct_io
