@@ -197,27 +197,23 @@ def ingest_spooled(
     """
     store = archive.store
     reserved = store.reserved_key(path) if isinstance(store, FilesystemStore) else None
-    if reserved is None:
-        return _ingest_spool(
-            archive, path, sha256, size, source, expected_sop_class, expected_study_uid, route,
-            content,
-        )  # fmt: skip
-    # A file reserved in the store (dimse/receive.py): it is the object once indexed, so
-    # every other outcome must remove it; its key is decided either way.
-    assert isinstance(store, FilesystemStore)
     kept = False
     try:
         result = _ingest_spool(
             archive, path, sha256, size, source, expected_sop_class, expected_study_uid, route,
             content,
         )  # fmt: skip
-        kept = result.status == STORED and path.exists()
+        kept = reserved is not None and result.status == STORED and path.exists()
         return result
     finally:
-        if not kept:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        store.settle(reserved)
+        # A file reserved in the store (dimse/receive.py) is the object once indexed, so
+        # every other outcome removes it; its key is decided either way.
+        if reserved is not None:
+            assert isinstance(store, FilesystemStore)
+            if not kept:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            store.settle(reserved)
 
 
 def _ingest_spool(

@@ -187,11 +187,6 @@ class Spool:
             self._reserved = None
             self._kept = True
 
-    @property
-    def reserved(self) -> bool:
-        """Whether the file is one reserved in the store (see __init__)."""
-        return self._reserved is not None or self._kept
-
     def __enter__(self) -> Spool:
         return self
 

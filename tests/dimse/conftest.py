@@ -69,21 +69,14 @@ def server_any(archive: Archive) -> Iterator[Endpoint]:
 def received_leftovers(archive: Archive) -> list[Path]:
     """Received bytes that were not stored: files in the spool folder, and files in the
     store that hold bytes but have no index row (the reserved file a transfer wrote to)."""
-    from sqlalchemy import select
-
     from storage import FilesystemStore
-    from vna.index.tables import Instance
 
     spool = archive.spool_dir
     found = [p for p in spool.iterdir() if p.is_file()] if spool.is_dir() else []
     store = archive.store
     if isinstance(store, FilesystemStore):
-        with archive.db.reading() as conn:
-            indexed = set(conn.execute(select(Instance.storage_key)).scalars())
-        for key in store.keys():  # noqa: SIM118 - a store, not a mapping
-            path = store.path_for(key)
-            if key not in indexed and path.stat().st_size:
-                found.append(path)
+        paths = (store.path_for(key) for key in unindexed_store_files(archive))
+        found.extend(path for path in paths if path.stat().st_size)
     return found
 
 
