@@ -384,7 +384,10 @@ def _ingest(
         _put(archive, key, parsed.path, move)
     try:
         before_commit = (lambda: _await_flush(folder, key)) if folder is not None else None
-        outcome = _index(archive, parsed, key, size, sha256, source, before_commit, values)
+        outcome = _index(
+            archive, parsed, key, size, sha256, source, before_commit, values,
+            absent=previous is None,
+        )  # fmt: skip
     except BaseException:
         _remove_quietly(archive, key)
         raise
@@ -462,6 +465,8 @@ def _index(
     source: str,
     before_commit: Callable[[], None] | None = None,
     values: dict[str, Any] | None = None,
+    *,
+    absent: bool = False,
 ) -> writer.AddOutcome | None:
     """Index a stored object; None when an identical object was indexed concurrently.
     ``before_commit`` runs last inside the write transaction (what must be durable before
@@ -469,21 +474,29 @@ def _index(
 
     The checks are repeated inside the write transaction, which is authoritative: on SQLite
     it holds the write lock; on PostgreSQL a concurrent insert of the same SOP Instance UID
-    fails on the partial unique index and the attempt is repeated.
+    fails on the partial unique index and the attempt is repeated. ``absent``: the caller's
+    check just found no current version, so the first attempt relies on that unique index
+    instead of looking again (unless study conflicts are refused, which needs the look).
     """
     settings = archive.settings
     if values is None:
         values = writer.instance_values(parsed)  # before the write lock is taken
-    for _attempt in range(5):
+    for attempt in range(5):
         try:
             with archive.db.transaction() as conn:
-                previous = _check_policies_in(
-                    conn,
-                    settings.duplicate_policy,
-                    settings.study_conflict_policy,
-                    parsed,
-                    sha256,
-                )
+                if absent and not attempt and settings.study_conflict_policy != "reject":
+                    # found absent just before: an object indexed since under the same SOP
+                    # Instance UID makes the insert fail on the unique index of current
+                    # versions, and the next attempt checks
+                    previous = None
+                else:
+                    previous = _check_policies_in(
+                        conn,
+                        settings.duplicate_policy,
+                        settings.study_conflict_policy,
+                        parsed,
+                        sha256,
+                    )
                 if previous is not None and previous.sha256 == sha256:
                     return None
                 outcome = writer.add_instance(

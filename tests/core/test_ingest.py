@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -398,3 +399,41 @@ def test_recovery_removes_only_what_cannot_have_been_acknowledged(
     report = verify(local_archive)
     assert report.orphan_objects == [left]
     assert verify(local_archive, repair=True).repaired and verify(local_archive).ok
+
+
+def test_an_object_indexed_after_the_pre_check_is_still_judged(
+    archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer indexes the same SOP Instance UID between ingest's pre-check (which
+    found nothing) and its write transaction: the insert fails on the unique index of
+    current versions, and the retry judges the object like any duplicate."""
+    import vna.ingest as ingest_module
+
+    same = write(make_dataset(), tmp_path / "same.dcm")
+    ds = make_dataset(study_description="first")
+    first = write(ds, tmp_path / "first.dcm")
+    ds.StudyDescription = "changed"
+    changed = write(ds, tmp_path / "changed.dcm")
+    real_check = ingest_module._check_policies_in
+    racing: list[Path] = []
+
+    def stale_check(conn: Any, *args: Any) -> Any:
+        previous = real_check(conn, *args)
+        if racing:  # the other writer's object lands right after the pre-check
+            assert ingest_file(archive, racing.pop(), source="other").status == STORED
+        return previous
+
+    monkeypatch.setattr(ingest_module, "_check_policies_in", stale_check)
+    racing.append(same)
+    assert ingest_file(archive, same, source="test").status == DUPLICATE
+    racing.append(first)
+    result = ingest_file(archive, changed, source="test")
+    assert result.status == STORED and result.version == 2
+    with archive.db.read() as session:
+        current = session.execute(
+            select(Instance.sha256).where(
+                Instance.sop_instance_uid == ds.SOPInstanceUID, Instance.is_current.is_(True)
+            )
+        ).all()
+    assert len(current) == 1
+    assert verify(archive).ok
