@@ -27,10 +27,11 @@ from tests.dimse.conftest import (
     dcmtk,
     received_leftovers,
     running,
+    unindexed_store_files,
 )
 from tests.dimse.objects import video_file
 from tests.support.data import require_real_data
-from tests.support.factory import make_dataset, uid, write
+from tests.support.factory import make_dataset, make_file, uid, write
 from vna.archive import Archive
 from vna.errors import NotFound
 from vna.index.tables import Instance
@@ -211,3 +212,28 @@ def test_dropped_mid_object_leaves_nothing(server: Endpoint, tmp_path: Path) -> 
     _echo_ok(server)
     with pytest.raises(NotFound):
         find_instances(server.archive, sop_instance_uid=ds.SOPInstanceUID)
+
+
+def test_a_routed_store_keeps_only_the_transformed_object(
+    local_archive: Archive, tmp_path: Path
+) -> None:
+    """Objects from an AE with a route (here de-identification) are transformed before they
+    are stored: the file the data set was received into goes, the transformed one stays."""
+    path = make_file(tmp_path / "r.dcm", patient_name="Routed^Person", patient_id="RID1")
+    routes = {"ae:TEACHING": {"profile": "teaching", "project": "teach"}}
+    projects = {"teach": {"anonymous_only": True}}
+    with running(
+        local_archive, deid_key_env="", extra={"routes": routes, "deid_projects": projects}
+    ) as endpoint:
+        result = dcmtk(
+            "storescu", "-aet", "TEACHING", "-aec", endpoint.ae_title, endpoint.host,
+            str(endpoint.port), str(path),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert not received_leftovers(local_archive)
+    assert instance_count(local_archive) == 1
+    [key] = [k for k in local_archive.store.keys() if k not in unindexed_store_files(local_archive)]  # noqa: SIM118
+    stored = pydicom.dcmread(local_archive.store.path_for(key))  # type: ignore[attr-defined]
+    assert "Routed" not in str(stored.PatientName) and stored.PatientID != "RID1"
+    local_archive.store.close()
+    assert not unindexed_store_files(local_archive)
