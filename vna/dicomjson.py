@@ -207,6 +207,7 @@ _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UC", "UI
 _ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI"})
 _SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})
 _BINARY_NUMBERS = {"US": "H", "UL": "I", "SS": "h", "SL": "i", "FL": "f", "FD": "d"}
+_BINARY_SIZES = {vr: struct.calcsize(fmt) for vr, fmt in _BINARY_NUMBERS.items()}
 
 
 def _simple_encoding(ds: Dataset) -> str | None:
@@ -235,15 +236,23 @@ def _fast_raw(raw: RawDataElement, encoding: str) -> dict[str, Any] | None:
     value = raw.value
     if vr is None or not isinstance(value, bytes):
         return None
+    return fast_value(vr, value, encoding, raw.is_little_endian)
+
+
+def fast_value(
+    vr: str, value: bytes, encoding: str, little_endian: bool = True
+) -> dict[str, Any] | None:
+    """:func:`_fast_raw` of an element given by its VR and value bytes (vna.fastread walks
+    the bytes itself and needs no RawDataElement)."""
     if vr in _BINARY_NUMBERS:
         fmt = _BINARY_NUMBERS[vr]
-        size = struct.calcsize(fmt)
+        size = _BINARY_SIZES[vr]
         if len(value) % size:
             return None
         count = len(value) // size
         if count == 0:
             return {"vr": vr}
-        order = "<" if raw.is_little_endian else ">"
+        order = "<" if little_endian else ">"
         numbers = list(struct.unpack(f"{order}{count}{fmt}", value))
         if vr in ("FL", "FD") and any(
             n != n or n in (float("inf"), float("-inf")) for n in numbers
@@ -252,7 +261,7 @@ def _fast_raw(raw: RawDataElement, encoding: str) -> dict[str, Any] | None:
         return {"vr": vr, "Value": numbers}
     if vr not in _TEXT_VRS and vr not in _SINGLE_TEXT_VRS and vr not in ("PN", "IS", "DS"):
         return None
-    if vr in _ASCII_VRS and any(b > 0x7F for b in value):
+    if vr in _ASCII_VRS and not value.isascii():
         return None  # non-ASCII in an ASCII-only VR: let pydicom judge
     text = value.decode(encoding, "replace")
     if vr in _SINGLE_TEXT_VRS:

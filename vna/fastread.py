@@ -25,9 +25,6 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataelem import RawDataElement
-from pydicom.tag import BaseTag
-
 from vna import dicomjson
 from vna.dicomfile import (
     DEFER_SIZE,
@@ -424,8 +421,7 @@ class _Reader:
             else:
                 if strict and not value.isascii():
                     raise _Fallback
-                raw = RawDataElement(BaseTag(tag), vr, length, value, pos, False, True)
-                fast = dicomjson._fast_raw(raw, encoding)
+                fast = dicomjson.fast_value(vr, value, encoding)
                 if fast is None:
                     raise _Fallback
                 encoded = fast
