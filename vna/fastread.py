@@ -413,11 +413,15 @@ class _Reader:
                 numbers = struct.unpack(f"<{length // width}{_INTEGER_CODES[vr]}", value)
                 encoded = {"vr": vr, "Value": list(numbers)} if numbers else {"vr": vr}
             elif vr in _PLAIN_TEXT and value.isascii():
-                parts = [part.strip(" \x00") for part in value.decode("ascii").split("\\")]
-                if any(parts):
-                    encoded = {"vr": vr, "Value": [part or None for part in parts]}
+                if b"\\" not in value:  # one value, the common case
+                    text = value.decode("ascii").strip(" \x00")
+                    encoded = {"vr": vr, "Value": [text]} if text else {"vr": vr}
                 else:
-                    encoded = {"vr": vr}
+                    parts = [part.strip(" \x00") for part in value.decode("ascii").split("\\")]
+                    if any(parts):
+                        encoded = {"vr": vr, "Value": [part or None for part in parts]}
+                    else:
+                        encoded = {"vr": vr}
             else:
                 if strict and not value.isascii():
                     raise _Fallback
