@@ -120,6 +120,21 @@ _IMAGE = {
     0x00280100: "BitsAllocated",
 }
 
+#: JSON keys of the tags seen so far (formatting one costs more than looking it up).
+_KEYS: dict[int, str] = {}
+_KEYS_MAX = 65536
+
+
+def _key(tag: int) -> str:
+    """The DICOM JSON key of a tag: 8 upper-case hexadecimal digits (PS3.18 F.2.1.1)."""
+    key = _KEYS.get(tag)
+    if key is None:
+        key = f"{tag:08X}"
+        if len(_KEYS) < _KEYS_MAX:
+            _KEYS[tag] = key
+    return key
+
+
 _HEADER = struct.Struct("<HH2sH").unpack_from
 _ITEM_HEADER = struct.Struct("<HHI").unpack_from
 _LENGTH = struct.Struct("<I").unpack_from
@@ -365,7 +380,9 @@ class _Reader:
                 if vr != "SQ" or depth >= MAX_DEPTH:
                     raise _Fallback
                 items, pos = self.sequence(pos, None, (*path, tag), depth + 1, inherited)
-                out[f"{tag:08X}"] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+                out[_KEYS.get(tag) or _key(tag)] = (
+                    {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+                )
                 continue
             value_end = pos + length
             if length > DEFER_SIZE or (end is not None and value_end > end):
@@ -379,10 +396,12 @@ class _Reader:
                 if depth >= MAX_DEPTH:
                     raise _Fallback
                 items, pos = self.sequence(pos, value_end, (*path, tag), depth + 1, inherited)
-                out[f"{tag:08X}"] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+                out[_KEYS.get(tag) or _key(tag)] = (
+                    {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+                )
                 continue
             if vr in _BINARY:
-                out[f"{tag:08X}"] = self.binary(tag, vr, pos, length, path)
+                out[_KEYS.get(tag) or _key(tag)] = self.binary(tag, vr, pos, length, path)
                 pos = value_end
                 continue
             value = buf[pos:value_end]
@@ -397,11 +416,13 @@ class _Reader:
                     raise _Fallback
                 text = _uid_text(value)
                 self.uids[tag] = text
-                out[f"{tag:08X}"] = {"vr": "UI", "Value": [text]} if text else {"vr": "UI"}
+                out[_KEYS.get(tag) or _key(tag)] = (
+                    {"vr": "UI", "Value": [text]} if text else {"vr": "UI"}
+                )
                 pos = value_end
                 continue
             if vr == "AT" or vr in _LONG_NUMBERS:
-                out[f"{tag:08X}"] = _converted_number(vr, value)
+                out[_KEYS.get(tag) or _key(tag)] = _converted_number(vr, value)
                 pos = value_end
                 continue
             # The two commonest cases of dicomjson._fast_raw written out (same results);
@@ -431,7 +452,7 @@ class _Reader:
                 encoded = fast
             if top and tag in _IMAGE:
                 self.image.values[_IMAGE[tag]] = _image_value(tag, vr, encoded)
-            out[f"{tag:08X}"] = encoded
+            out[_KEYS.get(tag) or _key(tag)] = encoded
             pos = value_end
 
     def sequence(
