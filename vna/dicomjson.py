@@ -208,6 +208,7 @@ _ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI"})
 _SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})
 _BINARY_NUMBERS = {"US": "H", "UL": "I", "SS": "h", "SL": "i", "FL": "f", "FD": "d"}
 _BINARY_SIZES = {vr: struct.calcsize(fmt) for vr, fmt in _BINARY_NUMBERS.items()}
+_INFINITIES = (float("inf"), float("-inf"))
 
 
 def _simple_encoding(ds: Dataset) -> str | None:
@@ -254,9 +255,7 @@ def fast_value(
             return {"vr": vr}
         order = "<" if little_endian else ">"
         numbers = list(struct.unpack(f"{order}{count}{fmt}", value))
-        if vr in ("FL", "FD") and any(
-            n != n or n in (float("inf"), float("-inf")) for n in numbers
-        ):
+        if vr in ("FL", "FD") and any(n != n or n in _INFINITIES for n in numbers):
             return None
         return {"vr": vr, "Value": numbers}
     if vr not in _TEXT_VRS and vr not in _SINGLE_TEXT_VRS and vr not in ("PN", "IS", "DS"):
@@ -268,7 +267,7 @@ def fast_value(
         text = text.rstrip(" \x00")
         return {"vr": vr, "Value": [text]} if text else {"vr": vr}
     parts = [v.strip(" \x00") if vr != "PN" else v.rstrip(" \x00") for v in text.split("\\")]
-    if all(p == "" for p in parts):
+    if not any(parts):
         return {"vr": vr}
     if vr == "PN":
         return {"vr": vr, "Value": [_person_name(p) if p else None for p in parts]}
@@ -282,7 +281,7 @@ def fast_value(
                 number = float(part)
             except ValueError:
                 return None  # malformed: pydicom's path reports it
-            if number != number or number in (float("inf"), float("-inf")):
+            if number != number or number in _INFINITIES:
                 return None
             parsed_numbers.append(int(number) if vr == "IS" else number)
         return {"vr": vr, "Value": parsed_numbers}
