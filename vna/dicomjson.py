@@ -266,6 +266,19 @@ def fast_value(
     if vr in _SINGLE_TEXT_VRS:
         text = text.rstrip(" \x00")
         return {"vr": vr, "Value": [text]} if text else {"vr": vr}
+    if vr != "PN" and "\\" not in text:  # one value, the common case (as below)
+        part = text.strip(" \x00")
+        if not part:
+            return {"vr": vr}
+        if vr not in ("IS", "DS"):
+            return {"vr": vr, "Value": [part]}
+        try:
+            number = float(part)
+        except ValueError:
+            return None
+        if number != number or number in _INFINITIES:
+            return None
+        return {"vr": vr, "Value": [int(number) if vr == "IS" else number]}
     parts = [v.strip(" \x00") if vr != "PN" else v.rstrip(" \x00") for v in text.split("\\")]
     if not any(parts):
         return {"vr": vr}
