@@ -21,8 +21,9 @@ import os
 import threading
 import uuid
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
+from storage import FilesystemStore
 from vna.errors import OutOfResources
 
 if TYPE_CHECKING:
@@ -87,9 +88,9 @@ class Spool:
         Raises:
             OutOfResources: the spool folder cannot take a new file.
         """
-        self._reserved = reserved
+        #: The store that reserved the file, while this spool owns it (see discard).
+        self._reserved_in: FilesystemStore | None = None
         self._kept = False
-        self._store = archive.store if reserved is not None else None
         if reserved is not None:
             self.path = reserved
             flags = os.O_WRONLY | os.O_CLOEXEC
@@ -105,8 +106,10 @@ class Spool:
                 _make_folder(archive.spool_dir)
                 self._fd = os.open(self.path, flags, 0o644)
         except OSError as exc:
-            self._reserved = None  # not opened: the caller gives it back (new_spool)
             raise OutOfResources(f"cannot create a spool file: {exc.strerror}") from exc
+        if reserved is not None:
+            assert isinstance(archive.store, FilesystemStore)
+            self._reserved_in = archive.store
         self._direct_fd: int | None = None
         self._direct = bool(_O_DIRECT) and archive.settings.spool_direct_io
         self._buffer: mmap.mmap | None = None
@@ -172,19 +175,18 @@ class Spool:
         self._close()
         if self._kept:
             return
-        reserved, self._reserved = self._reserved, None
-        if reserved is None:
+        store, self._reserved_in = self._reserved_in, None
+        if store is None:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             return
-        store: Any = self._store
-        store.unreserve(reserved, used=self.size > 0)
+        store.unreserve(self.path, used=self.size > 0)
 
     def hand_over(self) -> None:
         """Ingest takes the file from here on: it indexes it or removes it (a reserved file
         is then no longer removed by :meth:`discard`)."""
-        if self._reserved is not None:
-            self._reserved = None
+        if self._reserved_in is not None:
+            self._reserved_in = None
             self._kept = True
 
     def __enter__(self) -> Spool:
